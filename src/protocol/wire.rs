@@ -1,0 +1,379 @@
+//! Wire primitives shared by every packet: the UTF-8 string type, a bounds-checked reader over one
+//! received frame, and the `Sink` that lets one description of a packet both size and write it.
+//! Pure data; used on every shard.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::DecodeError;
+
+/// Largest value a Variable Byte Integer can hold (4 bytes of 7 bits).
+pub const VARINT_MAX: u32 = 268_435_455;
+/// Largest length of a UTF-8 string or binary field (a two-byte length prefix).
+pub const FIELD_LEN_MAX: usize = u16::MAX as usize;
+
+/// An MQTT UTF-8 Encoded String: checked to be well-formed UTF-8 without U+0000 when decoded,
+/// and backed by `Bytes` so a decoded string is a zero-copy slice of the received frame.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MqttStr(Bytes);
+
+impl MqttStr {
+    pub const fn from_static(s: &'static str) -> Self {
+        MqttStr(Bytes::from_static(s.as_bytes()))
+    }
+
+    /// Validates `bytes` as an MQTT string: well-formed UTF-8 ([MQTT-1.5.4-1]; surrogates are
+    /// ill-formed UTF-8 and fail here too) and no U+0000 ([MQTT-1.5.4-2]).
+    pub fn from_bytes(bytes: Bytes) -> Result<Self, DecodeError> {
+        let s = std::str::from_utf8(&bytes).map_err(|_| DecodeError::InvalidUtf8)?;
+        if s.as_bytes().contains(&0) {
+            return Err(DecodeError::NulCharacter);
+        }
+        Ok(MqttStr(bytes))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // SAFETY: every constructor either validated the bytes as UTF-8 (`from_bytes`) or took
+        // them from a `str` / `String`.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+impl Deref for MqttStr {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Borrow<str> for MqttStr {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl Hash for MqttStr {
+    // Hash as a `str` so that `Borrow<str>` lookups in hash maps agree.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl From<&str> for MqttStr {
+    fn from(s: &str) -> Self {
+        MqttStr(Bytes::copy_from_slice(s.as_bytes()))
+    }
+}
+
+impl From<String> for MqttStr {
+    fn from(s: String) -> Self {
+        MqttStr(Bytes::from(s))
+    }
+}
+
+impl PartialEq<str> for MqttStr {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for MqttStr {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Debug for MqttStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for MqttStr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Number of bytes `value` takes as a Variable Byte Integer.
+pub const fn varint_len(value: u32) -> usize {
+    match value {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+/// Outcome of reading a Variable Byte Integer from the front of a byte slice.
+pub enum Varint {
+    /// The value and how many bytes it took.
+    Value(u32, usize),
+    /// The slice ended before the last byte of the integer.
+    Incomplete,
+}
+
+/// Reads a Variable Byte Integer; a fifth byte (continuation bit set on the fourth) is malformed.
+pub fn read_varint(bytes: &[u8]) -> Result<Varint, DecodeError> {
+    let mut value: u32 = 0;
+    for (i, &b) in bytes.iter().take(4).enumerate() {
+        value |= u32::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(Varint::Value(value, i + 1));
+        }
+    }
+    if bytes.len() >= 4 {
+        Err(DecodeError::MalformedVarint)
+    } else {
+        Ok(Varint::Incomplete)
+    }
+}
+
+/// A bounds-checked cursor over one complete frame. Every read that would run past the end is a
+/// Malformed Packet, never a panic; byte fields are zero-copy slices of the frame.
+pub struct Reader {
+    buf: Bytes,
+}
+
+impl Reader {
+    pub fn new(buf: Bytes) -> Self {
+        Reader { buf }
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
+        let b = *self.buf.first().ok_or(DecodeError::Truncated)?;
+        self.advance(1);
+        Ok(b)
+    }
+
+    pub fn u16(&mut self) -> Result<u16, DecodeError> {
+        let b = self.buf.get(..2).ok_or(DecodeError::Truncated)?;
+        let v = u16::from_be_bytes([b[0], b[1]]);
+        self.advance(2);
+        Ok(v)
+    }
+
+    pub fn u32(&mut self) -> Result<u32, DecodeError> {
+        let b = self.buf.get(..4).ok_or(DecodeError::Truncated)?;
+        let v = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        self.advance(4);
+        Ok(v)
+    }
+
+    pub fn varint(&mut self) -> Result<u32, DecodeError> {
+        match read_varint(&self.buf)? {
+            Varint::Value(v, n) => {
+                self.advance(n);
+                Ok(v)
+            }
+            Varint::Incomplete => Err(DecodeError::Truncated),
+        }
+    }
+
+    /// The next `n` bytes, zero-copy.
+    pub fn take(&mut self, n: usize) -> Result<Bytes, DecodeError> {
+        if n > self.buf.len() {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(self.buf.split_to(n))
+    }
+
+    /// Binary Data: a two-byte length, then that many bytes.
+    pub fn binary(&mut self) -> Result<Bytes, DecodeError> {
+        let n = self.u16()? as usize;
+        self.take(n)
+    }
+
+    /// UTF-8 Encoded String: a two-byte length, then that many bytes of checked UTF-8.
+    pub fn string(&mut self) -> Result<MqttStr, DecodeError> {
+        let b = self.binary()?;
+        MqttStr::from_bytes(b)
+    }
+
+    /// Everything left in the frame.
+    pub fn rest(&mut self) -> Bytes {
+        std::mem::take(&mut self.buf)
+    }
+
+    /// Fails unless the frame has been consumed exactly.
+    pub fn finish(&self) -> Result<(), DecodeError> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::TrailingBytes)
+        }
+    }
+
+    fn advance(&mut self, n: usize) {
+        let _ = self.buf.split_to(n);
+    }
+}
+
+/// Where encoded bytes go. A packet describes itself once, generically over the sink, and is run
+/// against a [`Sizer`] (to learn its exact length without encoding) and against `BytesMut`.
+pub trait Sink {
+    fn u8(&mut self, v: u8);
+    fn u16(&mut self, v: u16);
+    fn u32(&mut self, v: u32);
+    fn varint(&mut self, v: u32);
+    fn raw(&mut self, b: &[u8]);
+
+    /// A two-byte length and the bytes; a field longer than 65,535 bytes makes the [`Sizer`]
+    /// report an error, so the write pass never sees one.
+    fn binary(&mut self, b: &[u8]) {
+        self.u16(b.len().min(FIELD_LEN_MAX) as u16);
+        self.raw(&b[..b.len().min(FIELD_LEN_MAX)]);
+    }
+
+    fn string(&mut self, s: &str) {
+        self.binary(s.as_bytes())
+    }
+}
+
+/// Counts the bytes a description would write and remembers whether any field is unencodable.
+#[derive(Default)]
+pub struct Sizer {
+    pub len: usize,
+    pub too_long_field: bool,
+}
+
+impl Sink for Sizer {
+    fn u8(&mut self, _: u8) {
+        self.len += 1;
+    }
+    fn u16(&mut self, _: u16) {
+        self.len += 2;
+    }
+    fn u32(&mut self, _: u32) {
+        self.len += 4;
+    }
+    fn varint(&mut self, v: u32) {
+        self.len += varint_len(v);
+    }
+    fn raw(&mut self, b: &[u8]) {
+        self.len += b.len();
+    }
+    fn binary(&mut self, b: &[u8]) {
+        self.too_long_field |= b.len() > FIELD_LEN_MAX;
+        self.len += 2 + b.len();
+    }
+}
+
+impl Sink for BytesMut {
+    fn u8(&mut self, v: u8) {
+        self.put_u8(v)
+    }
+    fn u16(&mut self, v: u16) {
+        self.put_u16(v)
+    }
+    fn u32(&mut self, v: u32) {
+        self.put_u32(v)
+    }
+    fn varint(&mut self, mut v: u32) {
+        loop {
+            let mut b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v > 0 {
+                b |= 0x80;
+            }
+            self.put_u8(b);
+            if v == 0 {
+                break;
+            }
+        }
+    }
+    fn raw(&mut self, b: &[u8]) {
+        self.put_slice(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_boundaries_round_trip() {
+        for v in [0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, VARINT_MAX] {
+            let mut b = BytesMut::new();
+            b.varint(v);
+            assert_eq!(b.len(), varint_len(v), "length of {v}");
+            match read_varint(&b).unwrap() {
+                Varint::Value(got, n) => assert_eq!((got, n), (v, b.len())),
+                Varint::Incomplete => panic!("incomplete {v}"),
+            }
+        }
+    }
+
+    #[test]
+    fn varint_spec_examples() {
+        // MQTT 5.0 §1.5.5 table: the largest value of each length.
+        let cases: [(&[u8], u32); 4] = [
+            (&[0x7f], 127),
+            (&[0xff, 0x7f], 16_383),
+            (&[0xff, 0xff, 0x7f], 2_097_151),
+            (&[0xff, 0xff, 0xff, 0x7f], 268_435_455),
+        ];
+        for (bytes, v) in cases {
+            assert!(matches!(read_varint(bytes), Ok(Varint::Value(x, n)) if x == v && n == bytes.len()));
+        }
+        assert!(matches!(read_varint(&[0x80, 0x80]), Ok(Varint::Incomplete)));
+        assert_eq!(
+            read_varint(&[0xff, 0xff, 0xff, 0xff, 0x01]).err(),
+            Some(DecodeError::MalformedVarint)
+        );
+    }
+
+    #[test]
+    fn strings_reject_bad_utf8_and_nul() {
+        let bad: [&[u8]; 4] = [
+            &[0xc3, 0x28],             // invalid continuation
+            &[0xed, 0xa0, 0x80],       // U+D800 surrogate encoded as UTF-8
+            &[0xf8, 0x88, 0x80, 0x80], // 5-byte form
+            &[0xc0, 0x80],             // overlong NUL
+        ];
+        for b in bad {
+            assert_eq!(
+                MqttStr::from_bytes(Bytes::copy_from_slice(b)),
+                Err(DecodeError::InvalidUtf8)
+            );
+        }
+        assert_eq!(
+            MqttStr::from_bytes(Bytes::from_static(b"a\0b")),
+            Err(DecodeError::NulCharacter)
+        );
+        // MQTT 5.0 §1.5.4 example: U+2A6D4 then "A" is valid.
+        let s = MqttStr::from_bytes(Bytes::from_static(&[0xf0, 0xaa, 0x9b, 0x94, 0x41])).unwrap();
+        assert_eq!(s.as_str(), "\u{2A6D4}A");
+    }
+
+    #[test]
+    fn reader_never_reads_past_the_end() {
+        let mut r = Reader::new(Bytes::from_static(&[0x00, 0x05, b'a']));
+        assert_eq!(r.string(), Err(DecodeError::Truncated));
+        let mut r = Reader::new(Bytes::from_static(&[0x01]));
+        assert_eq!(r.u16(), Err(DecodeError::Truncated));
+        assert_eq!(r.u8(), Ok(1));
+        assert_eq!(r.u8(), Err(DecodeError::Truncated));
+        assert_eq!(r.u32(), Err(DecodeError::Truncated));
+    }
+}

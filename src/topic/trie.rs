@@ -1,0 +1,530 @@
+//! The subscription trie of one shard: maps topic filters to stable [`FilterId`]s and finds every
+//! filter matching a topic name. Owned by exactly one shard (no locks, no `Sync` needed); callers
+//! keep per-filter data (subscribers, options) in their own slab indexed by [`FilterId::index`].
+//!
+//! Layout, chosen for memory per subscription and for a match that does not allocate:
+//! - nodes live in one `Vec<Node>` with a free list; a filter's id is its terminal node's index;
+//! - labels live in one string arena ([`Labels`]);
+//! - exact-label children are not stored per node: one `HashTable<u32>` for the whole trie holds
+//!   node indices hashed by `(parent, label)` and compared against the node itself;
+//! - the `+` and `#` children sit in the parent node, so wildcards cost no hash lookup.
+
+use ahash::RandomState;
+use hashbrown::HashTable;
+
+use super::labels::{LabelRef, Labels};
+
+/// Marks "no node" in `parent`, `plus` and `hash`.
+const NONE: u32 = u32::MAX;
+const ROOT: u32 = 0;
+/// Top bit of `Node::children_terminal`.
+const TERMINAL: u32 = 1 << 31;
+/// At most this many nodes, so that a child count fits in the 31 bits beside the terminal flag.
+const NODES_MAX: usize = 1 << 31;
+
+/// A filter's stable id while it stays in the trie; may be reused after the filter is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FilterId(u32);
+
+impl FilterId {
+    /// The id as an index into the caller's per-filter slab (dense: below the trie's node count).
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// 24 bytes. A free slot has `parent == NONE` (only the root shares that) and nothing else set.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    parent: u32,
+    label: LabelRef,
+    /// Number of children (exact, `+` and `#`) in the low 31 bits; [`TERMINAL`] when a filter
+    /// ends here.
+    children_terminal: u32,
+    plus: u32,
+    hash: u32,
+}
+
+impl Node {
+    const FREE: Node = Node {
+        parent: NONE,
+        label: LabelRef::EMPTY,
+        children_terminal: 0,
+        plus: NONE,
+        hash: NONE,
+    };
+
+    fn is_terminal(&self) -> bool {
+        self.children_terminal & TERMINAL != 0
+    }
+
+    fn set_terminal(&mut self, terminal: bool) {
+        if terminal {
+            self.children_terminal |= TERMINAL;
+        } else {
+            self.children_terminal &= !TERMINAL;
+        }
+    }
+
+    fn children(&self) -> u32 {
+        self.children_terminal & !TERMINAL
+    }
+
+    fn has_exact_children(&self) -> bool {
+        let wildcards = u32::from(self.plus != NONE) + u32::from(self.hash != NONE);
+        self.children() > wildcards
+    }
+
+    /// Neither a filter nor on the way to one: can be pruned.
+    fn is_unused(&self) -> bool {
+        self.children_terminal == 0
+    }
+}
+
+/// Per-shard subscription trie; see the module docs.
+#[derive(Debug)]
+pub struct TopicTrie {
+    nodes: Vec<Node>,
+    free: Vec<u32>,
+    /// Exact-label children of every node, keyed by `(parent, label)`.
+    children: HashTable<u32>,
+    labels: Labels,
+    hasher: RandomState,
+    /// Number of filters (terminal nodes).
+    len: usize,
+}
+
+impl Default for TopicTrie {
+    fn default() -> Self {
+        Self {
+            nodes: vec![Node::FREE],
+            free: Vec::new(),
+            children: HashTable::new(),
+            labels: Labels::default(),
+            hasher: RandomState::new(),
+            len: 0,
+        }
+    }
+}
+
+impl TopicTrie {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `filter`, or returns its id if present. Expects a filter that passed
+    /// [`validate_topic_filter`](super::validate_topic_filter); other strings are stored as they
+    /// are (a `#` that is not last then matches nothing, as in [`matches`](super::matches)).
+    ///
+    /// # Panics
+    /// On capacity overflow only: more than 2^31 nodes or 4 GiB of labels.
+    pub fn insert(&mut self, filter: &str) -> FilterId {
+        let mut node = ROOT;
+        for level in filter.split('/') {
+            node = match self.child(node, level) {
+                Some(child) => child,
+                None => self.add_child(node, level),
+            };
+        }
+        let n = &mut self.nodes[node as usize];
+        if !n.is_terminal() {
+            n.set_terminal(true);
+            self.len += 1;
+        }
+        FilterId(node)
+    }
+
+    /// Removes `filter` and prunes the nodes only it used; returns the id it had.
+    pub fn remove(&mut self, filter: &str) -> Option<FilterId> {
+        let id = self.get(filter)?;
+        self.nodes[id.index()].set_terminal(false);
+        self.len -= 1;
+        self.prune(id.0);
+        if self.labels.wants_compaction() {
+            self.compact_labels();
+        }
+        Some(id)
+    }
+
+    /// The id of `filter` if it is in the trie.
+    pub fn get(&self, filter: &str) -> Option<FilterId> {
+        let mut node = ROOT;
+        for level in filter.split('/') {
+            node = self.child(node, level)?;
+        }
+        self.nodes[node as usize]
+            .is_terminal()
+            .then_some(FilterId(node))
+    }
+
+    /// Rebuilds the filter string of `id` by walking up to the root. Returns `""` (never a valid
+    /// filter) if `id` is not currently a filter, e.g. after it was removed. Allocates: meant for
+    /// logs, `$SYS` and retained lookups, not for the per-message path.
+    pub fn filter_string(&self, id: FilterId) -> String {
+        if !self.nodes.get(id.index()).is_some_and(Node::is_terminal) {
+            return String::new();
+        }
+        let mut levels = Vec::new();
+        let mut node = id.0;
+        while node != ROOT {
+            let n = &self.nodes[node as usize];
+            levels.push(self.labels.get(n.label));
+            node = n.parent;
+        }
+        levels.reverse();
+        levels.join("/")
+    }
+
+    /// Number of filters.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Live nodes, the root included (for tests and metrics).
+    pub fn node_count(&self) -> usize {
+        self.nodes.len() - self.free.len()
+    }
+
+    /// Bytes held by the trie's own buffers, spare capacity included (for metrics).
+    pub fn heap_bytes(&self) -> usize {
+        self.nodes.capacity() * size_of::<Node>()
+            + self.free.capacity() * size_of::<u32>()
+            + self.children.allocation_size()
+            + self.labels.capacity()
+    }
+
+    /// Gives memory back after many removals: squeezes the label arena, drops free slots at the
+    /// end of the node slab and shrinks every buffer. Ids of remaining filters do not change.
+    /// Costs a pass over the trie, so call it when idle, not per unsubscribe.
+    pub fn shrink_to_fit(&mut self) {
+        while self.nodes.len() > 1 && self.nodes.last().is_some_and(|n| n.parent == NONE) {
+            self.nodes.pop();
+        }
+        let end = self.nodes.len() as u32;
+        self.free.retain(|&slot| slot < end);
+        self.nodes.shrink_to_fit();
+        self.free.shrink_to_fit();
+        self.compact_labels();
+        let (nodes, labels, hasher) = (&self.nodes, &self.labels, &self.hasher);
+        self.children
+            .shrink_to_fit(|&i| hash_node(hasher, nodes, labels, i));
+    }
+
+    /// Finds every filter matching the topic name `topic`: clears `out`, then fills
+    /// [`Matches::ids`], each matching filter once, in no particular order.
+    ///
+    /// Iterative with an explicit stack kept in `out`, so a topic of any depth is safe and a match
+    /// allocates nothing once `out`'s buffers have grown.
+    pub fn matches(&self, topic: &str, out: &mut Matches) {
+        out.ids.clear();
+        out.stack.clear();
+        split_levels(topic, &mut out.level_starts);
+        let levels = out.level_starts.len() - 1;
+        // [MQTT-4.7.2-1]: no wildcard at the first level matches a topic starting with `$`.
+        let dollar = topic.starts_with('$');
+        out.stack.push((ROOT, 0));
+        while let Some((node, depth)) = out.stack.pop() {
+            let n = &self.nodes[node as usize];
+            let wildcards = !(dollar && depth == 0);
+            // `#` matches the remaining levels, none included (`sport/#` matches `sport`).
+            if wildcards && n.hash != NONE && self.nodes[n.hash as usize].is_terminal() {
+                out.ids.push(FilterId(n.hash));
+            }
+            if depth == levels {
+                if n.is_terminal() {
+                    out.ids.push(FilterId(node));
+                }
+                continue;
+            }
+            if wildcards && n.plus != NONE {
+                out.stack.push((n.plus, depth + 1));
+            }
+            if n.has_exact_children() {
+                let level = level(topic, &out.level_starts, depth);
+                if let Some(child) = self.exact_child(node, level) {
+                    out.stack.push((child, depth + 1));
+                }
+            }
+        }
+    }
+
+    fn child(&self, parent: u32, label: &str) -> Option<u32> {
+        let n = &self.nodes[parent as usize];
+        let slot = match label {
+            "+" => n.plus,
+            "#" => n.hash,
+            _ => return self.exact_child(parent, label),
+        };
+        (slot != NONE).then_some(slot)
+    }
+
+    fn exact_child(&self, parent: u32, label: &str) -> Option<u32> {
+        let hash = hash_label(&self.hasher, parent, label);
+        let (nodes, labels) = (&self.nodes, &self.labels);
+        self.children
+            .find(hash, |&i| {
+                let n = &nodes[i as usize];
+                n.parent == parent && labels.get(n.label) == label
+            })
+            .copied()
+    }
+
+    fn add_child(&mut self, parent: u32, label: &str) -> u32 {
+        let label_ref = self.labels.push(label);
+        let node = self.alloc(Node {
+            parent,
+            label: label_ref,
+            ..Node::FREE
+        });
+        let p = &mut self.nodes[parent as usize];
+        p.children_terminal += 1;
+        match label {
+            "+" => p.plus = node,
+            "#" => p.hash = node,
+            _ => {
+                let hash = hash_label(&self.hasher, parent, label);
+                let (nodes, labels, hasher) = (&self.nodes, &self.labels, &self.hasher);
+                self.children
+                    .insert_unique(hash, node, |&i| hash_node(hasher, nodes, labels, i));
+            }
+        }
+        node
+    }
+
+    fn alloc(&mut self, node: Node) -> u32 {
+        if let Some(slot) = self.free.pop() {
+            self.nodes[slot as usize] = node;
+            return slot;
+        }
+        assert!(
+            self.nodes.len() < NODES_MAX,
+            "topic trie exceeds 2^31 nodes"
+        );
+        self.nodes.push(node);
+        (self.nodes.len() - 1) as u32
+    }
+
+    /// Walks up from `node`, freeing every node that is neither a filter nor has children.
+    fn prune(&mut self, mut node: u32) {
+        while node != ROOT && self.nodes[node as usize].is_unused() {
+            let parent = self.nodes[node as usize].parent;
+            self.detach(parent, node);
+            self.labels.release(self.nodes[node as usize].label);
+            self.nodes[node as usize] = Node::FREE;
+            self.free.push(node);
+            node = parent;
+        }
+    }
+
+    fn detach(&mut self, parent: u32, node: u32) {
+        let p = &mut self.nodes[parent as usize];
+        p.children_terminal -= 1;
+        if p.plus == node {
+            p.plus = NONE;
+        } else if p.hash == node {
+            p.hash = NONE;
+        } else {
+            let hash = hash_node(&self.hasher, &self.nodes, &self.labels, node);
+            if let Ok(entry) = self.children.find_entry(hash, |&i| i == node) {
+                entry.remove();
+            }
+        }
+    }
+
+    fn compact_labels(&mut self) {
+        self.labels
+            .compact(self.nodes.iter_mut().map(|n| &mut n.label));
+    }
+}
+
+fn hash_label(hasher: &RandomState, parent: u32, label: &str) -> u64 {
+    hasher.hash_one((parent, label))
+}
+
+fn hash_node(hasher: &RandomState, nodes: &[Node], labels: &Labels, node: u32) -> u64 {
+    let n = &nodes[node as usize];
+    hash_label(hasher, n.parent, labels.get(n.label))
+}
+
+/// Fills `starts` with the byte offset of each level plus one past the end, so that level `i`
+/// spans `starts[i]..starts[i + 1] - 1`. A topic always has at least one level.
+fn split_levels(topic: &str, starts: &mut Vec<usize>) {
+    starts.clear();
+    starts.push(0);
+    starts.extend(topic.match_indices('/').map(|(i, _)| i + 1));
+    starts.push(topic.len() + 1);
+}
+
+fn level<'t>(topic: &'t str, starts: &[usize], depth: usize) -> &'t str {
+    topic
+        .get(starts[depth]..starts[depth + 1] - 1)
+        .unwrap_or("")
+}
+
+/// The result of [`TopicTrie::matches`] plus the scratch buffers it reuses; keep one per shard.
+#[derive(Debug, Default)]
+pub struct Matches {
+    ids: Vec<FilterId>,
+    /// `(node, levels consumed)` still to visit.
+    stack: Vec<(u32, usize)>,
+    level_starts: Vec<usize>,
+}
+
+impl Matches {
+    pub fn ids(&self) -> &[FilterId] {
+        &self.ids
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::tests::MATCH_CASES;
+    use std::collections::BTreeSet;
+
+    fn matched(trie: &TopicTrie, topic: &str) -> Vec<String> {
+        let mut out = Matches::default();
+        trie.matches(topic, &mut out);
+        let mut found: Vec<String> = out.ids().iter().map(|&id| trie.filter_string(id)).collect();
+        found.sort();
+        found
+    }
+
+    #[test]
+    fn spec_examples_one_filter_at_a_time() {
+        for (filter, topic, want) in MATCH_CASES {
+            let mut trie = TopicTrie::new();
+            trie.insert(filter);
+            let got = !matched(&trie, topic).is_empty();
+            assert_eq!(got, *want, "{filter:?} vs {topic:?}");
+        }
+    }
+
+    #[test]
+    fn spec_examples_all_filters_together() {
+        let filters: BTreeSet<&str> = MATCH_CASES.iter().map(|c| c.0).collect();
+        let mut trie = TopicTrie::new();
+        for filter in &filters {
+            trie.insert(filter);
+        }
+        for (_, topic, _) in MATCH_CASES {
+            let want: Vec<&str> = filters
+                .iter()
+                .copied()
+                .filter(|f| crate::topic::matches(f, topic))
+                .collect();
+            assert_eq!(matched(&trie, topic), want, "{topic:?}");
+        }
+    }
+
+    #[test]
+    fn insert_is_idempotent_and_get_finds() {
+        let mut trie = TopicTrie::new();
+        let a = trie.insert("a/b/c");
+        assert_eq!(trie.insert("a/b/c"), a);
+        let b = trie.insert("a/b");
+        assert_ne!(a, b);
+        assert_eq!(trie.len(), 2);
+        assert_eq!(trie.get("a/b/c"), Some(a));
+        assert_eq!(trie.get("a"), None, "interior node is not a filter");
+        assert_eq!(trie.get("a/b/c/d"), None);
+        assert_eq!(trie.filter_string(a), "a/b/c");
+        assert_eq!(trie.filter_string(b), "a/b");
+    }
+
+    #[test]
+    fn wildcard_and_empty_levels_round_trip() {
+        let mut trie = TopicTrie::new();
+        for filter in ["+", "#", "/", "//", "+/#", "a/+/b/#", "$SYS/#"] {
+            let id = trie.insert(filter);
+            assert_eq!(trie.filter_string(id), filter);
+            assert_eq!(trie.get(filter), Some(id));
+        }
+        assert_eq!(trie.len(), 7);
+    }
+
+    #[test]
+    fn remove_prunes_and_ids_are_reused() {
+        let mut trie = TopicTrie::new();
+        let keep = trie.insert("a/b");
+        let gone = trie.insert("a/b/c/d");
+        let nodes = trie.node_count();
+        assert_eq!(trie.remove("a/b/c/d"), Some(gone));
+        assert_eq!(trie.remove("a/b/c/d"), None);
+        assert_eq!(trie.remove("a/b/c"), None, "never a filter");
+        assert_eq!(trie.node_count(), nodes - 2);
+        assert_eq!(trie.get("a/b"), Some(keep));
+        assert_eq!(trie.filter_string(gone), "", "freed id");
+
+        // The free list is LIFO: `x` takes the slot of `c`, `y` the slot of `d`.
+        let reused = trie.insert("x/y");
+        assert_eq!(reused, gone);
+        assert_eq!(trie.filter_string(reused), "x/y");
+    }
+
+    #[test]
+    fn removing_everything_leaves_only_the_root() {
+        let mut trie = TopicTrie::new();
+        let filters = ["a/b", "a/+", "a/#", "#", "+/+", "/", "a/b/c", "$SYS/x"];
+        for filter in filters {
+            trie.insert(filter);
+        }
+        for filter in filters {
+            assert!(trie.remove(filter).is_some(), "{filter}");
+        }
+        assert!(trie.is_empty());
+        assert_eq!(trie.node_count(), 1);
+        assert_eq!(trie.children.len(), 0);
+        trie.shrink_to_fit();
+        assert_eq!(trie.nodes.len(), 1);
+        assert_eq!(trie.labels.capacity(), 0);
+    }
+
+    #[test]
+    fn removing_a_prefix_keeps_the_longer_filter() {
+        let mut trie = TopicTrie::new();
+        trie.insert("a/b");
+        let long = trie.insert("a/b/c");
+        trie.remove("a/b");
+        assert_eq!(trie.get("a/b/c"), Some(long));
+        assert_eq!(matched(&trie, "a/b/c"), ["a/b/c"]);
+        assert!(matched(&trie, "a/b").is_empty());
+    }
+
+    #[test]
+    fn label_compaction_keeps_filters() {
+        let mut trie = TopicTrie::new();
+        let long = "x".repeat(1000);
+        for i in 0..200 {
+            trie.insert(&format!("{long}/{i}"));
+            trie.insert(&format!("keep/{i}"));
+        }
+        for i in 0..200 {
+            trie.remove(&format!("{long}/{i}"));
+        }
+        assert!(trie.labels.capacity() < 10_000, "compacted");
+        for i in 0..200 {
+            let id = trie.get(&format!("keep/{i}")).unwrap();
+            assert_eq!(trie.filter_string(id), format!("keep/{i}"));
+        }
+    }
+
+    #[test]
+    fn node_is_small() {
+        assert_eq!(size_of::<Node>(), 24);
+    }
+
+    #[test]
+    fn deep_topic_does_not_recurse() {
+        let mut trie = TopicTrie::new();
+        for filter in ["#", "+/#", "a/#", "a/+"] {
+            trie.insert(filter);
+        }
+        let topic = vec!["a"; 100_000].join("/");
+        assert_eq!(matched(&trie, &topic), ["#", "+/#", "a/#"]);
+    }
+}
