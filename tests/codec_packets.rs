@@ -124,14 +124,30 @@ fn connack_fixtures() {
         reason: ReasonCode::Success,
         properties: ConnAckProperties::default(),
     };
-    fixture(V311, &[0x20, 0x02, 0x01, 0x00], Packet::ConnAck(Box::new(ok(true))));
-    fixture(V31, &[0x20, 0x02, 0x00, 0x00], Packet::ConnAck(Box::new(ok(false))));
+    fixture(
+        V311,
+        &[0x20, 0x02, 0x01, 0x00],
+        Packet::ConnAck(Box::new(ok(true))),
+    );
+    fixture(
+        V31,
+        &[0x20, 0x02, 0x00, 0x00],
+        Packet::ConnAck(Box::new(ok(false))),
+    );
     let refused = ConnAck {
         reason: ReasonCode::NotAuthorized,
         ..ok(false)
     };
-    fixture(V311, &[0x20, 0x02, 0x00, 0x05], Packet::ConnAck(Box::new(refused)));
-    fixture(V5, &[0x20, 0x03, 0x00, 0x00, 0x00], Packet::ConnAck(Box::new(ok(false))));
+    fixture(
+        V311,
+        &[0x20, 0x02, 0x00, 0x05],
+        Packet::ConnAck(Box::new(refused)),
+    );
+    fixture(
+        V5,
+        &[0x20, 0x03, 0x00, 0x00, 0x00],
+        Packet::ConnAck(Box::new(ok(false))),
+    );
     let mut assigned = ok(false);
     assigned.properties.assigned_client_identifier = Some(s("x"));
     fixture(
@@ -144,7 +160,10 @@ fn connack_fixtures() {
         reason: ReasonCode::PacketTooLarge,
         ..ok(false)
     }));
-    assert_eq!(busy.encode(V311, &mut BytesMut::new()), Err(EncodeError::NotInVersion));
+    assert_eq!(
+        busy.encode(V311, &mut BytesMut::new()),
+        Err(EncodeError::NotInVersion)
+    );
 }
 
 fn publish(qos: QoS, id: Option<u16>) -> Publish {
@@ -162,23 +181,45 @@ fn publish(qos: QoS, id: Option<u16>) -> Publish {
 #[test]
 fn publish_fixtures() {
     // 3.1.1 §3.3.2.3 example: topic "a/b", packet identifier 10.
-    let wire = [0x32, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x0a, b'h', b'i'];
-    fixture(V311, &wire, Packet::Publish(publish(QoS::AtLeastOnce, Some(10))));
+    let wire = [
+        0x32, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x0a, b'h', b'i',
+    ];
+    fixture(
+        V311,
+        &wire,
+        Packet::Publish(publish(QoS::AtLeastOnce, Some(10))),
+    );
     let mut p = publish(QoS::AtMostOnce, None);
     p.retain = true;
-    fixture(V311, &[0x31, 0x07, 0x00, 0x03, b'a', b'/', b'b', b'h', b'i'], Packet::Publish(p));
+    fixture(
+        V311,
+        &[0x31, 0x07, 0x00, 0x03, b'a', b'/', b'b', b'h', b'i'],
+        Packet::Publish(p),
+    );
     let mut p = publish(QoS::ExactlyOnce, Some(10));
     p.dup = true;
-    let wire = [0x3c, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x0a, b'h', b'i'];
+    let wire = [
+        0x3c, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x0a, b'h', b'i',
+    ];
     fixture(V311, &wire, Packet::Publish(p));
     // 5.0 §3.3.2.3 example: the same with a zero Property Length.
-    let wire = [0x32, 0x0a, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x0a, 0x00, b'h', b'i'];
-    fixture(V5, &wire, Packet::Publish(publish(QoS::AtLeastOnce, Some(10))));
+    let wire = [
+        0x32, 0x0a, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x0a, 0x00, b'h', b'i',
+    ];
+    fixture(
+        V5,
+        &wire,
+        Packet::Publish(publish(QoS::AtLeastOnce, Some(10))),
+    );
     // 5.0: empty topic name standing for Topic Alias 1.
     let mut p = publish(QoS::AtMostOnce, None);
     p.topic = s("");
     p.properties.topic_alias = Some(pid(1));
-    fixture(V5, &[0x30, 0x08, 0x00, 0x00, 0x03, 0x23, 0x00, 0x01, b'h', b'i'], Packet::Publish(p));
+    fixture(
+        V5,
+        &[0x30, 0x08, 0x00, 0x00, 0x03, 0x23, 0x00, 0x01, b'h', b'i'],
+        Packet::Publish(p),
+    );
     // 5.0: several subscription identifiers and user properties keep their order.
     let mut p = publish(QoS::AtMostOnce, None);
     p.properties.subscription_identifiers =
@@ -193,7 +234,10 @@ fn publish_fixtures() {
     fixture(V5, &wire, Packet::Publish(p));
     // Encoding refuses a packet identifier that does not match the QoS.
     let bad = Packet::Publish(publish(QoS::AtLeastOnce, None));
-    assert_eq!(bad.encode(V311, &mut BytesMut::new()), Err(EncodeError::PacketIdMismatch));
+    assert_eq!(
+        bad.encode(V311, &mut BytesMut::new()),
+        Err(EncodeError::PacketIdMismatch)
+    );
 }
 
 #[test]
@@ -202,15 +246,31 @@ fn ack_fixtures() {
     fixture(V311, &[0x40, 0x02, 0x00, 0x0a], Packet::PubAck(ack.clone()));
     fixture(V311, &[0x50, 0x02, 0x00, 0x0a], Packet::PubRec(ack.clone()));
     fixture(V311, &[0x62, 0x02, 0x00, 0x0a], Packet::PubRel(ack.clone()));
-    fixture(V311, &[0x70, 0x02, 0x00, 0x0a], Packet::PubComp(ack.clone()));
+    fixture(
+        V311,
+        &[0x70, 0x02, 0x00, 0x0a],
+        Packet::PubComp(ack.clone()),
+    );
     // 5.0: Remaining Length 2 means Success without properties.
     fixture(V5, &[0x40, 0x02, 0x00, 0x0a], Packet::PubAck(ack.clone()));
     let no_subs = Ack::with_reason(pid(10), ReasonCode::NoMatchingSubscribers);
-    fixture(V5, &[0x40, 0x03, 0x00, 0x0a, 0x10], Packet::PubAck(no_subs.clone()));
+    fixture(
+        V5,
+        &[0x40, 0x03, 0x00, 0x0a, 0x10],
+        Packet::PubAck(no_subs.clone()),
+    );
     fixture(V5, &[0x50, 0x03, 0x00, 0x0a, 0x10], Packet::PubRec(no_subs));
     let not_found = Ack::with_reason(pid(10), ReasonCode::PacketIdentifierNotFound);
-    fixture(V5, &[0x62, 0x03, 0x00, 0x0a, 0x92], Packet::PubRel(not_found.clone()));
-    fixture(V5, &[0x70, 0x03, 0x00, 0x0a, 0x92], Packet::PubComp(not_found));
+    fixture(
+        V5,
+        &[0x62, 0x03, 0x00, 0x0a, 0x92],
+        Packet::PubRel(not_found.clone()),
+    );
+    fixture(
+        V5,
+        &[0x70, 0x03, 0x00, 0x0a, 0x92],
+        Packet::PubComp(not_found),
+    );
     let mut with_reason_string = Ack::with_reason(pid(10), ReasonCode::QuotaExceeded);
     with_reason_string.properties.reason_string = Some(s("r"));
     fixture(
@@ -234,7 +294,10 @@ fn subscribe_fixtures() {
     let sub = Subscribe {
         packet_id: pid(10),
         properties: SubscribeProperties::default(),
-        filters: vec![(s("a/b"), qos(QoS::AtLeastOnce)), (s("c/d"), qos(QoS::ExactlyOnce))],
+        filters: vec![
+            (s("a/b"), qos(QoS::AtLeastOnce)),
+            (s("c/d"), qos(QoS::ExactlyOnce)),
+        ],
     };
     #[rustfmt::skip]
     let wire = [
@@ -258,7 +321,9 @@ fn subscribe_fixtures() {
             },
         )],
     };
-    let wire = [0x82, 0x0b, 0x00, 0x0a, 0x02, 0x0b, 0x05, 0x00, 0x03, b'a', b'/', b'b', 0x2d];
+    let wire = [
+        0x82, 0x0b, 0x00, 0x0a, 0x02, 0x0b, 0x05, 0x00, 0x03, b'a', b'/', b'b', 0x2d,
+    ];
     fixture(V5, &wire, Packet::Subscribe(sub));
 }
 
@@ -268,15 +333,27 @@ fn suback_unsubscribe_unsuback_fixtures() {
     let suback = SubAck {
         packet_id: pid(10),
         properties: AckProperties::default(),
-        reasons: vec![ReasonCode::GRANTED_QOS_0, ReasonCode::GrantedQos2, ReasonCode::UnspecifiedError],
+        reasons: vec![
+            ReasonCode::GRANTED_QOS_0,
+            ReasonCode::GrantedQos2,
+            ReasonCode::UnspecifiedError,
+        ],
     };
-    fixture(V311, &[0x90, 0x05, 0x00, 0x0a, 0x00, 0x02, 0x80], Packet::SubAck(suback));
+    fixture(
+        V311,
+        &[0x90, 0x05, 0x00, 0x0a, 0x00, 0x02, 0x80],
+        Packet::SubAck(suback),
+    );
     let suback = SubAck {
         packet_id: pid(10),
         properties: AckProperties::default(),
         reasons: vec![ReasonCode::GrantedQos1, ReasonCode::TopicFilterInvalid],
     };
-    fixture(V5, &[0x90, 0x05, 0x00, 0x0a, 0x00, 0x01, 0x8f], Packet::SubAck(suback.clone()));
+    fixture(
+        V5,
+        &[0x90, 0x05, 0x00, 0x0a, 0x00, 0x01, 0x8f],
+        Packet::SubAck(suback.clone()),
+    );
     // A 3.1.1 client sees every failure as 0x80.
     let mut out = BytesMut::new();
     Packet::SubAck(suback).encode(V311, &mut out).unwrap();
@@ -305,7 +382,11 @@ fn suback_unsubscribe_unsuback_fixtures() {
         properties: AckProperties::default(),
         reasons: vec![ReasonCode::Success, ReasonCode::NoSubscriptionExisted],
     };
-    fixture(V5, &[0xb0, 0x05, 0x00, 0x0a, 0x00, 0x00, 0x11], Packet::UnsubAck(unsuback));
+    fixture(
+        V5,
+        &[0xb0, 0x05, 0x00, 0x0a, 0x00, 0x00, 0x11],
+        Packet::UnsubAck(unsuback),
+    );
 }
 
 #[test]
@@ -315,10 +396,18 @@ fn ping_disconnect_auth_fixtures() {
         fixture(v, &[0xd0, 0x00], Packet::PingResp);
         fixture(v, &[0xe0, 0x00], Packet::Disconnect(Disconnect::default()));
     }
-    fixture(V5, &[0xe0, 0x01, 0x8e], Packet::Disconnect(Disconnect::new(ReasonCode::SessionTakenOver)));
+    fixture(
+        V5,
+        &[0xe0, 0x01, 0x8e],
+        Packet::Disconnect(Disconnect::new(ReasonCode::SessionTakenOver)),
+    );
     let mut d = Disconnect::default();
     d.properties.session_expiry_interval = Some(0);
-    fixture(V5, &[0xe0, 0x07, 0x00, 0x05, 0x11, 0x00, 0x00, 0x00, 0x00], Packet::Disconnect(d));
+    fixture(
+        V5,
+        &[0xe0, 0x07, 0x00, 0x05, 0x11, 0x00, 0x00, 0x00, 0x00],
+        Packet::Disconnect(d),
+    );
     fixture(V5, &[0xf0, 0x00], Packet::Auth(Auth::default()));
     let auth = Auth {
         reason: ReasonCode::ContinueAuthentication,
@@ -327,15 +416,24 @@ fn ping_disconnect_auth_fixtures() {
             ..AuthProperties::default()
         },
     };
-    fixture(V5, &[0xf0, 0x06, 0x18, 0x04, 0x15, 0x00, 0x01, b'm'], Packet::Auth(auth));
+    fixture(
+        V5,
+        &[0xf0, 0x06, 0x18, 0x04, 0x15, 0x00, 0x01, b'm'],
+        Packet::Auth(auth),
+    );
     // AUTH does not exist before 5.0.
     let auth = Packet::Auth(Auth::default());
-    assert_eq!(auth.encode(V311, &mut BytesMut::new()), Err(EncodeError::NotInVersion));
+    assert_eq!(
+        auth.encode(V311, &mut BytesMut::new()),
+        Err(EncodeError::NotInVersion)
+    );
 }
 
 #[test]
 fn decoding_is_incremental() {
-    let wire = [0x32, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x0a, b'h', b'i', 0xc0, 0x00];
+    let wire = [
+        0x32, 0x09, 0x00, 0x03, b'a', b'/', b'b', 0x00, 0x0a, b'h', b'i', 0xc0, 0x00,
+    ];
     let mut dec = Decoder::with_version(V311, MAX);
     let mut buf = BytesMut::new();
     let mut got = Vec::new();
@@ -346,7 +444,13 @@ fn decoding_is_incremental() {
             got.push(p);
         }
     }
-    assert_eq!(got, vec![Packet::Publish(publish(QoS::AtLeastOnce, Some(10))), Packet::PingReq]);
+    assert_eq!(
+        got,
+        vec![
+            Packet::Publish(publish(QoS::AtLeastOnce, Some(10))),
+            Packet::PingReq
+        ]
+    );
     assert!(buf.is_empty());
     // Once the fixed header is in, the decoder knows the whole size.
     assert_eq!(dec.bytes_needed(&wire[..2]), 11);
@@ -358,11 +462,20 @@ fn decoded_payloads_share_the_read_buffer() {
     let wire = [0x30, 0x07, 0x00, 0x03, b'a', b'/', b'b', b'h', b'i'];
     let mut buf = BytesMut::from(&wire[..]);
     let base = buf.as_ptr() as usize;
-    let Some(Packet::Publish(p)) = Decoder::with_version(V311, MAX).decode(&mut buf).unwrap() else {
+    let Some(Packet::Publish(p)) = Decoder::with_version(V311, MAX).decode(&mut buf).unwrap()
+    else {
         panic!("publish expected")
     };
-    assert_eq!(p.payload.as_ptr() as usize, base + 7, "payload is a slice, not a copy");
-    assert_eq!(p.topic.as_ptr() as usize, base + 4, "topic is a slice, not a copy");
+    assert_eq!(
+        p.payload.as_ptr() as usize,
+        base + 7,
+        "payload is a slice, not a copy"
+    );
+    assert_eq!(
+        p.topic.as_ptr() as usize,
+        base + 4,
+        "topic is a slice, not a copy"
+    );
 }
 
 /// Decodes `wire` after a CONNECT of version `v` (or as the first packet when `v` is None).
@@ -484,11 +597,17 @@ fn every_rejection_has_its_error() {
 #[test]
 fn size_limit_is_checked_from_the_fixed_header() {
     // Only the fixed header has arrived; it claims 127 bytes against a 100-byte limit.
-    assert_eq!(reject(Some(V311), &[0x30, 0x7f], 100), DecodeError::PacketTooLarge);
+    assert_eq!(
+        reject(Some(V311), &[0x30, 0x7f], 100),
+        DecodeError::PacketTooLarge
+    );
     // The limit counts the whole packet: 2 + 98 = 100 fits, 2 + 99 does not.
     let mut dec = Decoder::with_version(V311, 100);
     assert_eq!(dec.decode(&mut BytesMut::from(&[0x30, 98][..])), Ok(None));
-    assert_eq!(dec.decode(&mut BytesMut::from(&[0x30, 99][..])), Err(DecodeError::PacketTooLarge));
+    assert_eq!(
+        dec.decode(&mut BytesMut::from(&[0x30, 99][..])),
+        Err(DecodeError::PacketTooLarge)
+    );
     // The largest remaining length the protocol allows is refused without being buffered.
     let claim = [0x30, 0xff, 0xff, 0xff, 0x7f];
     assert_eq!(reject(Some(V5), &claim, MAX), DecodeError::PacketTooLarge);
@@ -506,7 +625,10 @@ fn failed_connect_still_reports_its_version() {
     let err = dec.decode(&mut BytesMut::from(&wire[..])).unwrap_err();
     assert_eq!(err, DecodeError::InvalidPropertyValue(0x21));
     assert_eq!(dec.version(), Some(V5));
-    assert_eq!(err.response(dec.version(), false), Response::ConnAck(ReasonCode::ProtocolError));
+    assert_eq!(
+        err.response(dec.version(), false),
+        Response::ConnAck(ReasonCode::ProtocolError)
+    );
 }
 
 #[test]
@@ -514,5 +636,8 @@ fn mqtt_31_accepts_dup_on_subscribe_retries() {
     // 3.1 SUBSCRIBE with DUP and QoS 1 in the fixed header (0x8a).
     let wire = [0x8a, 0x06, 0x00, 0x0a, 0x00, 0x01, b'a', 0x01];
     let mut dec = Decoder::with_version(V31, MAX);
-    assert!(matches!(dec.decode(&mut BytesMut::from(&wire[..])), Ok(Some(Packet::Subscribe(_)))));
+    assert!(matches!(
+        dec.decode(&mut BytesMut::from(&wire[..])),
+        Ok(Some(Packet::Subscribe(_)))
+    ));
 }

@@ -150,11 +150,7 @@ impl Decoder {
     }
 }
 
-fn decode_body(
-    h: &FrameHeader,
-    r: &mut Reader,
-    v: ProtocolVersion,
-) -> Result<Packet, DecodeError> {
+fn decode_body(h: &FrameHeader, r: &mut Reader, v: ProtocolVersion) -> Result<Packet, DecodeError> {
     use PacketType::*;
     let packet = match h.packet_type {
         Connect => return Err(DecodeError::SecondConnect),

@@ -105,8 +105,16 @@ pub(crate) fn decode_connect(
     } else {
         None
     };
-    let username = if has_username { Some(r.string()?) } else { None };
-    let password = if has_password { Some(r.binary()?) } else { None };
+    let username = if has_username {
+        Some(r.string()?)
+    } else {
+        None
+    };
+    let password = if has_password {
+        Some(r.binary()?)
+    } else {
+        None
+    };
     r.finish()?;
     Ok(Connect {
         protocol,

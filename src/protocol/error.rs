@@ -100,18 +100,38 @@ impl DecodeError {
     pub fn reason_code(self) -> ReasonCode {
         use DecodeError::*;
         match self {
-            ReservedPacketType | InvalidFlags(_) | MalformedVarint | Truncated | TrailingBytes
-            | InvalidUtf8 | NulCharacter | UnknownProperty(_) | PropertyNotAllowed(_)
-            | ConnectReservedFlag | WillFlagsWithoutWill | WillQos3 | PublishQos3
-            | DupWithQos0 | SubscriptionOptionsReserved
-            | ReasonCodeNotAllowed(_) | ConnAckReservedFlags => ReasonCode::MalformedPacket,
-            ZeroPacketId | DuplicateProperty(_) | InvalidPropertyValue(_)
-            | AuthenticationDataWithoutMethod | InvalidResponseTopic | FirstPacketNotConnect
-            | SecondConnect | InvalidProtocolName | PasswordWithoutUsername | EmptyTopicName
-            | NoSubscribeFilters | SubscriptionQos3 | RetainHandling3 | NoUnsubscribeFilters
-            | AuthenticationMethodMissing => {
-                ReasonCode::ProtocolError
-            }
+            ReservedPacketType
+            | InvalidFlags(_)
+            | MalformedVarint
+            | Truncated
+            | TrailingBytes
+            | InvalidUtf8
+            | NulCharacter
+            | UnknownProperty(_)
+            | PropertyNotAllowed(_)
+            | ConnectReservedFlag
+            | WillFlagsWithoutWill
+            | WillQos3
+            | PublishQos3
+            | DupWithQos0
+            | SubscriptionOptionsReserved
+            | ReasonCodeNotAllowed(_)
+            | ConnAckReservedFlags => ReasonCode::MalformedPacket,
+            ZeroPacketId
+            | DuplicateProperty(_)
+            | InvalidPropertyValue(_)
+            | AuthenticationDataWithoutMethod
+            | InvalidResponseTopic
+            | FirstPacketNotConnect
+            | SecondConnect
+            | InvalidProtocolName
+            | PasswordWithoutUsername
+            | EmptyTopicName
+            | NoSubscribeFilters
+            | SubscriptionQos3
+            | RetainHandling3
+            | NoUnsubscribeFilters
+            | AuthenticationMethodMissing => ReasonCode::ProtocolError,
             PacketTooLarge => ReasonCode::PacketTooLarge,
             TopicAliasZero => ReasonCode::TopicAliasInvalid,
             TopicNameWildcard => ReasonCode::TopicNameInvalid,
@@ -123,39 +143,63 @@ impl DecodeError {
     pub fn statement(self) -> &'static str {
         use DecodeError::*;
         match self {
-            ReservedPacketType => "MQTT 5.0 §2.1.2, 3.1.1 §2.2.1: packet type 0 (and 15 before 5.0) is reserved",
+            ReservedPacketType => {
+                "MQTT 5.0 §2.1.2, 3.1.1 §2.2.1: packet type 0 (and 15 before 5.0) is reserved"
+            }
             InvalidFlags(_) => "[MQTT-2.1.3-1] (5.0), [MQTT-2.2.2-1] [MQTT-2.2.2-2] (3.1.1)",
             MalformedVarint => "MQTT 5.0 §1.5.5, 3.1.1 §2.2.3: at most four bytes",
             PacketTooLarge => "[MQTT-3.2.2-15]: Maximum Packet Size exceeded",
-            Truncated | TrailingBytes => "MQTT 5.0 §2.1.4, 3.1.1 §2.2.3: Remaining Length must equal the packet's content",
+            Truncated | TrailingBytes => {
+                "MQTT 5.0 §2.1.4, 3.1.1 §2.2.3: Remaining Length must equal the packet's content"
+            }
             InvalidUtf8 => "[MQTT-1.5.4-1] (5.0), [MQTT-1.5.3-1] (3.1.1)",
             NulCharacter => "[MQTT-1.5.4-2] (5.0), [MQTT-1.5.3-2] (3.1.1)",
             ZeroPacketId => "[MQTT-2.2.1-3] (5.0), [MQTT-2.3.1-1] (3.1.1)",
-            UnknownProperty(_) | PropertyNotAllowed(_) => "MQTT 5.0 §2.2.2.2: identifier not valid for this packet type",
-            DuplicateProperty(_) => "MQTT 5.0 §3: it is a Protocol Error to include this property more than once",
-            InvalidPropertyValue(_) => "MQTT 5.0 §3: it is a Protocol Error to give this property that value",
-            AuthenticationDataWithoutMethod => "MQTT 5.0 §3.1.2.11.10: Authentication Data without Authentication Method",
-            AuthenticationMethodMissing => "MQTT 5.0 §3.15.2.2.2: it is a Protocol Error to omit the Authentication Method",
-            InvalidResponseTopic => "[MQTT-3.3.2-14]: the Response Topic must not contain wildcards",
+            UnknownProperty(_) | PropertyNotAllowed(_) => {
+                "MQTT 5.0 §2.2.2.2: identifier not valid for this packet type"
+            }
+            DuplicateProperty(_) => {
+                "MQTT 5.0 §3: it is a Protocol Error to include this property more than once"
+            }
+            InvalidPropertyValue(_) => {
+                "MQTT 5.0 §3: it is a Protocol Error to give this property that value"
+            }
+            AuthenticationDataWithoutMethod => {
+                "MQTT 5.0 §3.1.2.11.10: Authentication Data without Authentication Method"
+            }
+            AuthenticationMethodMissing => {
+                "MQTT 5.0 §3.15.2.2.2: it is a Protocol Error to omit the Authentication Method"
+            }
+            InvalidResponseTopic => {
+                "[MQTT-3.3.2-14]: the Response Topic must not contain wildcards"
+            }
             TopicAliasZero => "[MQTT-3.3.2-8]: a Topic Alias of 0 is not permitted",
             FirstPacketNotConnect => "[MQTT-3.1.0-1]",
             SecondConnect => "[MQTT-3.1.0-2]",
             InvalidProtocolName => "[MQTT-3.1.2-1]",
             UnsupportedProtocolVersion => "[MQTT-3.1.2-2]",
             ConnectReservedFlag => "[MQTT-3.1.2-3]",
-            WillFlagsWithoutWill => "[MQTT-3.1.2-11] [MQTT-3.1.2-13] (5.0), [MQTT-3.1.2-13] [MQTT-3.1.2-15] (3.1.1)",
+            WillFlagsWithoutWill => {
+                "[MQTT-3.1.2-11] [MQTT-3.1.2-13] (5.0), [MQTT-3.1.2-13] [MQTT-3.1.2-15] (3.1.1)"
+            }
             WillQos3 => "[MQTT-3.1.2-12] (5.0), [MQTT-3.1.2-14] (3.1.1)",
             PasswordWithoutUsername => "[MQTT-3.1.2-22] (3.1.1)",
             PublishQos3 => "[MQTT-3.3.1-4]",
             DupWithQos0 => "[MQTT-3.3.1-2]",
             TopicNameWildcard => "[MQTT-3.3.2-2]",
-            EmptyTopicName => "MQTT 5.0 §3.3.2.3.4: zero-length Topic Name without a Topic Alias; [MQTT-4.7.3-1] (3.1.1)",
+            EmptyTopicName => {
+                "MQTT 5.0 §3.3.2.3.4: zero-length Topic Name without a Topic Alias; [MQTT-4.7.3-1] (3.1.1)"
+            }
             NoSubscribeFilters => "[MQTT-3.8.3-2] (5.0), [MQTT-3.8.3-3] (3.1.1)",
             SubscriptionOptionsReserved => "[MQTT-3.8.3-5] (5.0), [MQTT-3-8.3-4] (3.1.1)",
-            SubscriptionQos3 => "MQTT 5.0 §3.8.3.1: Maximum QoS 3 is a Protocol Error; [MQTT-3-8.3-4] (3.1.1)",
+            SubscriptionQos3 => {
+                "MQTT 5.0 §3.8.3.1: Maximum QoS 3 is a Protocol Error; [MQTT-3-8.3-4] (3.1.1)"
+            }
             RetainHandling3 => "MQTT 5.0 §3.8.3.1: Retain Handling 3 is a Protocol Error",
             NoUnsubscribeFilters => "[MQTT-3.10.3-2]",
-            ReasonCodeNotAllowed(_) => "MQTT 5.0 §2.4: the packet must use one of its own reason codes",
+            ReasonCodeNotAllowed(_) => {
+                "MQTT 5.0 §2.4: the packet must use one of its own reason codes"
+            }
             ConnAckReservedFlags => "[MQTT-3.2.2-1] (3.1.1): reserved CONNACK flags must be 0",
         }
     }
@@ -175,7 +219,10 @@ impl DecodeError {
     /// `connected` whether a CONNACK was already sent.
     pub fn response(self, version: Option<ProtocolVersion>, connected: bool) -> Response {
         // Nothing at all for a connection that does not speak MQTT ([MQTT-3.1.2-1], [MQTT-3.1.0-1]).
-        if matches!(self, DecodeError::InvalidProtocolName | DecodeError::FirstPacketNotConnect) {
+        if matches!(
+            self,
+            DecodeError::InvalidProtocolName | DecodeError::FirstPacketNotConnect
+        ) {
             return Response::Close;
         }
         match (version, connected) {
@@ -200,9 +247,18 @@ mod tests {
         use DecodeError::*;
         let v5 = Some(ProtocolVersion::V5);
         let v4 = Some(ProtocolVersion::V311);
-        assert_eq!(PublishQos3.response(v5, true), Response::Disconnect(ReasonCode::MalformedPacket));
-        assert_eq!(ZeroPacketId.response(v5, true), Response::Disconnect(ReasonCode::ProtocolError));
-        assert_eq!(PacketTooLarge.response(v5, false), Response::ConnAck(ReasonCode::PacketTooLarge));
+        assert_eq!(
+            PublishQos3.response(v5, true),
+            Response::Disconnect(ReasonCode::MalformedPacket)
+        );
+        assert_eq!(
+            ZeroPacketId.response(v5, true),
+            Response::Disconnect(ReasonCode::ProtocolError)
+        );
+        assert_eq!(
+            PacketTooLarge.response(v5, false),
+            Response::ConnAck(ReasonCode::PacketTooLarge)
+        );
         assert_eq!(PublishQos3.response(v4, true), Response::Close);
         assert_eq!(
             UnsupportedProtocolVersion.response(None, false),
@@ -210,6 +266,9 @@ mod tests {
         );
         assert_eq!(InvalidProtocolName.response(v5, false), Response::Close);
         assert_eq!(TopicAliasZero.reason_code(), ReasonCode::TopicAliasInvalid);
-        assert_eq!(TopicNameWildcard.reason_code(), ReasonCode::TopicNameInvalid);
+        assert_eq!(
+            TopicNameWildcard.reason_code(),
+            ReasonCode::TopicNameInvalid
+        );
     }
 }

@@ -193,6 +193,10 @@ mod tests {
     #[test]
     fn packets_stay_small() {
         // The decoder returns `Packet` by value on the hot path; CONNECT and CONNACK are boxed.
-        assert!(std::mem::size_of::<Packet>() <= 256, "{}", std::mem::size_of::<Packet>());
+        assert!(
+            std::mem::size_of::<Packet>() <= 256,
+            "{}",
+            std::mem::size_of::<Packet>()
+        );
     }
 }

@@ -226,8 +226,12 @@ impl PropertySet for ConnectProperties {
     fn apply(&mut self, pid: u8, v: Value) -> Result<(), DecodeError> {
         use id::*;
         match (pid, v) {
-            (SESSION_EXPIRY_INTERVAL, Value::U32(v)) => once(&mut self.session_expiry_interval, v, pid),
-            (RECEIVE_MAXIMUM, Value::U16(v)) => once(&mut self.receive_maximum, nonzero16(v, pid)?, pid),
+            (SESSION_EXPIRY_INTERVAL, Value::U32(v)) => {
+                once(&mut self.session_expiry_interval, v, pid)
+            }
+            (RECEIVE_MAXIMUM, Value::U16(v)) => {
+                once(&mut self.receive_maximum, nonzero16(v, pid)?, pid)
+            }
             (MAXIMUM_PACKET_SIZE, Value::U32(v)) => {
                 once(&mut self.maximum_packet_size, nonzero32(v, pid)?, pid)
             }
@@ -255,11 +259,27 @@ impl PropertySet for ConnectProperties {
     fn visit<S: Sink>(&self, s: &mut S) {
         use id::*;
         put_u32(s, SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
-        put_u16(s, RECEIVE_MAXIMUM, self.receive_maximum.map(NonZeroU16::get));
-        put_u32(s, MAXIMUM_PACKET_SIZE, self.maximum_packet_size.map(NonZeroU32::get));
+        put_u16(
+            s,
+            RECEIVE_MAXIMUM,
+            self.receive_maximum.map(NonZeroU16::get),
+        );
+        put_u32(
+            s,
+            MAXIMUM_PACKET_SIZE,
+            self.maximum_packet_size.map(NonZeroU32::get),
+        );
         put_u16(s, TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
-        put_flag(s, REQUEST_RESPONSE_INFORMATION, self.request_response_information);
-        put_flag(s, REQUEST_PROBLEM_INFORMATION, self.request_problem_information);
+        put_flag(
+            s,
+            REQUEST_RESPONSE_INFORMATION,
+            self.request_response_information,
+        );
+        put_flag(
+            s,
+            REQUEST_PROBLEM_INFORMATION,
+            self.request_problem_information,
+        );
         put_user(s, &self.user_properties);
         put_str(s, AUTHENTICATION_METHOD, &self.authentication_method);
         put_bin(s, AUTHENTICATION_DATA, &self.authentication_data);
@@ -267,7 +287,10 @@ impl PropertySet for ConnectProperties {
 }
 
 /// "It is a Protocol Error to include Authentication Data if there is no Authentication Method."
-fn auth_data_needs_method(method: &Option<MqttStr>, data: &Option<Bytes>) -> Result<(), DecodeError> {
+fn auth_data_needs_method(
+    method: &Option<MqttStr>,
+    data: &Option<Bytes>,
+) -> Result<(), DecodeError> {
     if data.is_some() && method.is_none() {
         return Err(DecodeError::AuthenticationDataWithoutMethod);
     }
@@ -294,9 +317,13 @@ impl PropertySet for WillProperties {
             (PAYLOAD_FORMAT_INDICATOR, Value::Byte(v)) => {
                 once(&mut self.payload_format_indicator, flag(v, pid)?, pid)
             }
-            (MESSAGE_EXPIRY_INTERVAL, Value::U32(v)) => once(&mut self.message_expiry_interval, v, pid),
+            (MESSAGE_EXPIRY_INTERVAL, Value::U32(v)) => {
+                once(&mut self.message_expiry_interval, v, pid)
+            }
             (CONTENT_TYPE, Value::Str(v)) => once(&mut self.content_type, v, pid),
-            (RESPONSE_TOPIC, Value::Str(v)) => once(&mut self.response_topic, response_topic(v)?, pid),
+            (RESPONSE_TOPIC, Value::Str(v)) => {
+                once(&mut self.response_topic, response_topic(v)?, pid)
+            }
             (CORRELATION_DATA, Value::Bin(v)) => once(&mut self.correlation_data, v, pid),
             (USER_PROPERTY, Value::Pair(k, v)) => {
                 self.user_properties.push((k, v));
@@ -353,8 +380,12 @@ impl PropertySet for ConnAckProperties {
     fn apply(&mut self, pid: u8, v: Value) -> Result<(), DecodeError> {
         use id::*;
         match (pid, v) {
-            (SESSION_EXPIRY_INTERVAL, Value::U32(v)) => once(&mut self.session_expiry_interval, v, pid),
-            (RECEIVE_MAXIMUM, Value::U16(v)) => once(&mut self.receive_maximum, nonzero16(v, pid)?, pid),
+            (SESSION_EXPIRY_INTERVAL, Value::U32(v)) => {
+                once(&mut self.session_expiry_interval, v, pid)
+            }
+            (RECEIVE_MAXIMUM, Value::U16(v)) => {
+                once(&mut self.receive_maximum, nonzero16(v, pid)?, pid)
+            }
             (MAXIMUM_QOS, Value::Byte(v)) => {
                 let q = match v {
                     0 => QoS::AtMostOnce,
@@ -363,7 +394,9 @@ impl PropertySet for ConnAckProperties {
                 };
                 once(&mut self.maximum_qos, q, pid)
             }
-            (RETAIN_AVAILABLE, Value::Byte(v)) => once(&mut self.retain_available, flag(v, pid)?, pid),
+            (RETAIN_AVAILABLE, Value::Byte(v)) => {
+                once(&mut self.retain_available, flag(v, pid)?, pid)
+            }
             (MAXIMUM_PACKET_SIZE, Value::U32(v)) => {
                 once(&mut self.maximum_packet_size, nonzero32(v, pid)?, pid)
             }
@@ -376,12 +409,16 @@ impl PropertySet for ConnAckProperties {
                 self.user_properties.push((k, v));
                 Ok(())
             }
-            (WILDCARD_SUBSCRIPTION_AVAILABLE, Value::Byte(v)) => {
-                once(&mut self.wildcard_subscription_available, flag(v, pid)?, pid)
-            }
-            (SUBSCRIPTION_IDENTIFIER_AVAILABLE, Value::Byte(v)) => {
-                once(&mut self.subscription_identifiers_available, flag(v, pid)?, pid)
-            }
+            (WILDCARD_SUBSCRIPTION_AVAILABLE, Value::Byte(v)) => once(
+                &mut self.wildcard_subscription_available,
+                flag(v, pid)?,
+                pid,
+            ),
+            (SUBSCRIPTION_IDENTIFIER_AVAILABLE, Value::Byte(v)) => once(
+                &mut self.subscription_identifiers_available,
+                flag(v, pid)?,
+                pid,
+            ),
             (SHARED_SUBSCRIPTION_AVAILABLE, Value::Byte(v)) => {
                 once(&mut self.shared_subscription_available, flag(v, pid)?, pid)
             }
@@ -401,17 +438,41 @@ impl PropertySet for ConnAckProperties {
     fn visit<S: Sink>(&self, s: &mut S) {
         use id::*;
         put_u32(s, SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
-        put_u16(s, RECEIVE_MAXIMUM, self.receive_maximum.map(NonZeroU16::get));
+        put_u16(
+            s,
+            RECEIVE_MAXIMUM,
+            self.receive_maximum.map(NonZeroU16::get),
+        );
         put_u8(s, MAXIMUM_QOS, self.maximum_qos.map(|q| q as u8));
         put_flag(s, RETAIN_AVAILABLE, self.retain_available);
-        put_u32(s, MAXIMUM_PACKET_SIZE, self.maximum_packet_size.map(NonZeroU32::get));
-        put_str(s, ASSIGNED_CLIENT_IDENTIFIER, &self.assigned_client_identifier);
+        put_u32(
+            s,
+            MAXIMUM_PACKET_SIZE,
+            self.maximum_packet_size.map(NonZeroU32::get),
+        );
+        put_str(
+            s,
+            ASSIGNED_CLIENT_IDENTIFIER,
+            &self.assigned_client_identifier,
+        );
         put_u16(s, TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
         put_str(s, REASON_STRING, &self.reason_string);
         put_user(s, &self.user_properties);
-        put_flag(s, WILDCARD_SUBSCRIPTION_AVAILABLE, self.wildcard_subscription_available);
-        put_flag(s, SUBSCRIPTION_IDENTIFIER_AVAILABLE, self.subscription_identifiers_available);
-        put_flag(s, SHARED_SUBSCRIPTION_AVAILABLE, self.shared_subscription_available);
+        put_flag(
+            s,
+            WILDCARD_SUBSCRIPTION_AVAILABLE,
+            self.wildcard_subscription_available,
+        );
+        put_flag(
+            s,
+            SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+            self.subscription_identifiers_available,
+        );
+        put_flag(
+            s,
+            SHARED_SUBSCRIPTION_AVAILABLE,
+            self.shared_subscription_available,
+        );
         put_u16(s, SERVER_KEEP_ALIVE, self.server_keep_alive);
         put_str(s, RESPONSE_INFORMATION, &self.response_information);
         put_str(s, SERVER_REFERENCE, &self.server_reference);
@@ -441,13 +502,17 @@ impl PropertySet for PublishProperties {
             (PAYLOAD_FORMAT_INDICATOR, Value::Byte(v)) => {
                 once(&mut self.payload_format_indicator, flag(v, pid)?, pid)
             }
-            (MESSAGE_EXPIRY_INTERVAL, Value::U32(v)) => once(&mut self.message_expiry_interval, v, pid),
+            (MESSAGE_EXPIRY_INTERVAL, Value::U32(v)) => {
+                once(&mut self.message_expiry_interval, v, pid)
+            }
             (TOPIC_ALIAS, Value::U16(v)) => {
                 // A Topic Alias of 0 is not permitted ([MQTT-3.3.2-8]): Topic Alias invalid.
                 let alias = NonZeroU16::new(v).ok_or(DecodeError::TopicAliasZero)?;
                 once(&mut self.topic_alias, alias, pid)
             }
-            (RESPONSE_TOPIC, Value::Str(v)) => once(&mut self.response_topic, response_topic(v)?, pid),
+            (RESPONSE_TOPIC, Value::Str(v)) => {
+                once(&mut self.response_topic, response_topic(v)?, pid)
+            }
             (CORRELATION_DATA, Value::Bin(v)) => once(&mut self.correlation_data, v, pid),
             (USER_PROPERTY, Value::Pair(k, v)) => {
                 self.user_properties.push((k, v));
@@ -579,7 +644,9 @@ impl PropertySet for DisconnectProperties {
     fn apply(&mut self, pid: u8, v: Value) -> Result<(), DecodeError> {
         use id::*;
         match (pid, v) {
-            (SESSION_EXPIRY_INTERVAL, Value::U32(v)) => once(&mut self.session_expiry_interval, v, pid),
+            (SESSION_EXPIRY_INTERVAL, Value::U32(v)) => {
+                once(&mut self.session_expiry_interval, v, pid)
+            }
             (REASON_STRING, Value::Str(v)) => once(&mut self.reason_string, v, pid),
             (USER_PROPERTY, Value::Pair(k, v)) => {
                 self.user_properties.push((k, v));

@@ -143,7 +143,11 @@ pub(crate) struct Typed<'a>(pub PacketType, pub &'a Ack);
 
 impl Encode for Typed<'_> {
     fn first_byte(&self) -> u8 {
-        let flags = if self.0 == PacketType::PubRel { 0b0010 } else { 0 };
+        let flags = if self.0 == PacketType::PubRel {
+            0b0010
+        } else {
+            0
+        };
         ((self.0 as u8) << 4) | flags
     }
 

@@ -125,7 +125,10 @@ impl ReasonCode {
                 0x00 | 0x80..=0x8A | 0x8C | 0x90 | 0x95 | 0x97 | 0x99..=0x9D | 0x9F
             ),
             PacketType::PubAck | PacketType::PubRec => {
-                matches!(v, 0x00 | 0x10 | 0x80 | 0x83 | 0x87 | 0x90 | 0x91 | 0x97 | 0x99)
+                matches!(
+                    v,
+                    0x00 | 0x10 | 0x80 | 0x83 | 0x87 | 0x90 | 0x91 | 0x97 | 0x99
+                )
             }
             PacketType::PubRel | PacketType::PubComp => matches!(v, 0x00 | 0x92),
             PacketType::SubAck => matches!(
@@ -233,7 +236,10 @@ mod tests {
         }
         assert_eq!(ReasonCode::from_connack_v3(6), None);
         for code in [0u8, 1, 2, 0x80] {
-            assert_eq!(ReasonCode::from_suback_v3(code).unwrap().to_suback_v3(), code);
+            assert_eq!(
+                ReasonCode::from_suback_v3(code).unwrap().to_suback_v3(),
+                code
+            );
         }
         assert_eq!(TopicFilterInvalid.to_suback_v3(), 0x80);
     }

@@ -72,7 +72,10 @@ pub struct Subscribe {
     pub filters: Vec<(MqttStr, SubscriptionOptions)>,
 }
 
-pub(crate) fn decode_subscribe(r: &mut Reader, v: ProtocolVersion) -> Result<Subscribe, DecodeError> {
+pub(crate) fn decode_subscribe(
+    r: &mut Reader,
+    v: ProtocolVersion,
+) -> Result<Subscribe, DecodeError> {
     let packet_id = packet_id(r.u16()?)?;
     let properties = if v.is_v5() {
         properties::decode(r)?
@@ -153,7 +156,12 @@ impl Encode for SubAck {
     }
 
     fn check(&self, v: ProtocolVersion) -> Result<(), EncodeError> {
-        if v.is_v5() && !self.reasons.iter().all(|r| r.allowed_in(PacketType::SubAck)) {
+        if v.is_v5()
+            && !self
+                .reasons
+                .iter()
+                .all(|r| r.allowed_in(PacketType::SubAck))
+        {
             return Err(EncodeError::NotInVersion);
         }
         Ok(())
@@ -253,7 +261,12 @@ impl Encode for UnsubAck {
     }
 
     fn check(&self, v: ProtocolVersion) -> Result<(), EncodeError> {
-        if v.is_v5() && !self.reasons.iter().all(|r| r.allowed_in(PacketType::UnsubAck)) {
+        if v.is_v5()
+            && !self
+                .reasons
+                .iter()
+                .all(|r| r.allowed_in(PacketType::UnsubAck))
+        {
             return Err(EncodeError::NotInVersion);
         }
         Ok(())

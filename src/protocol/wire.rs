@@ -313,7 +313,9 @@ mod tests {
 
     #[test]
     fn varint_boundaries_round_trip() {
-        for v in [0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, VARINT_MAX] {
+        for v in [
+            0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, VARINT_MAX,
+        ] {
             let mut b = BytesMut::new();
             b.varint(v);
             assert_eq!(b.len(), varint_len(v), "length of {v}");
@@ -334,7 +336,9 @@ mod tests {
             (&[0xff, 0xff, 0xff, 0x7f], 268_435_455),
         ];
         for (bytes, v) in cases {
-            assert!(matches!(read_varint(bytes), Ok(Varint::Value(x, n)) if x == v && n == bytes.len()));
+            assert!(
+                matches!(read_varint(bytes), Ok(Varint::Value(x, n)) if x == v && n == bytes.len())
+            );
         }
         assert!(matches!(read_varint(&[0x80, 0x80]), Ok(Varint::Incomplete)));
         assert_eq!(
