@@ -1,9 +1,11 @@
 //! ringmq: an MQTT 3.1 / 3.1.1 / 5.0 broker on a thread-per-core io_uring runtime.
 //!
 //! # Layout
+//! - [`config`]: the TOML configuration (EMQX's keys), its defaults, and path-aware load errors.
 //! - [`protocol`]: sans-io codec for every MQTT packet of protocol levels 3, 4 and 5 (no I/O, no clock).
 //! - [`topic`]: topic name / filter validation, the `$share` / `$queue` / `$exclusive` / `$delayed`
 //!   forms, and the subscription trie that matches a topic against all filters.
 
+pub mod config;
 pub mod protocol;
 pub mod topic;
