@@ -86,16 +86,29 @@ pub(crate) fn from_toml(src: &str, err: &toml::de::Error) -> ConfigError {
             expected,
         };
     }
+    // A table's own error (a missing key) is not about its text; a wrong type is.
+    let quote = !found.is_table || message.starts_with("invalid type:");
     match found.value {
-        Some(v) if !found.is_table => ConfigError::InvalidValue {
+        Some(v) if quote => ConfigError::InvalidValue {
             key: found.path,
-            value: src[v].trim().to_owned(),
+            value: excerpt(&src[v]),
             reason: reason(message),
         },
         _ => ConfigError::Invalid {
             key: found.path,
             reason: reason(message),
         },
+    }
+}
+
+/// The value as written, cut to its first line and 80 characters.
+fn excerpt(text: &str) -> String {
+    let text = text.trim();
+    let line = text.lines().next().unwrap_or("");
+    match line.char_indices().nth(80) {
+        Some((i, _)) => format!("{}...", &line[..i]),
+        None if line.len() < text.len() => format!("{line}..."),
+        None => line.to_owned(),
     }
 }
 

@@ -143,7 +143,9 @@ fn optional_duration<'de, D: Deserializer<'de>>(
         if s.trim().eq_ignore_ascii_case(none) {
             Ok(None)
         } else {
-            parse_duration(s).map(Some)
+            parse_duration(s)
+                .map(Some)
+                .map_err(|e| format!("{e}, or \"{none}\""))
         }
     })?;
     let v = match parsed {
