@@ -115,16 +115,17 @@ fn excerpt(text: &str) -> String {
 /// Shortens serde's "invalid type: string \"abc\", expected u32" to "expected an integer".
 fn reason(message: &str) -> String {
     let message = message.lines().next().unwrap_or(message);
-    if message.starts_with("invalid type:") || message.starts_with("invalid value:") {
-        if let Some((_, expected)) = message.split_once(", expected ") {
-            let expected = expected.trim_start_matches("expected ");
-            return format!("expected {}", friendly(expected));
-        }
+    let typed = message.starts_with("invalid type:") || message.starts_with("invalid value:");
+    if typed && let Some((_, expected)) = message.split_once(", expected ") {
+        return format!(
+            "expected {}",
+            friendly(expected.trim_start_matches("expected "))
+        );
     }
-    if let Some(rest) = message.strip_prefix("unknown variant ") {
-        if let Some((_, expected)) = rest.split_once(", expected ") {
-            return format!("expected {expected}");
-        }
+    if let Some(rest) = message.strip_prefix("unknown variant ")
+        && let Some((_, expected)) = rest.split_once(", expected ")
+    {
+        return format!("expected {expected}");
     }
     message.to_owned()
 }

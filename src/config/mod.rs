@@ -118,14 +118,15 @@ impl Config {
                 &format!("core {} is listed twice", w[0]),
             ));
         }
-        if let Shards::Count(n) = rt.shards {
-            if !rt.cores.is_empty() && rt.cores.len() != n.get() {
-                return Err(invalid_value(
-                    "runtime.cores".into(),
-                    format!("{:?}", rt.cores),
-                    &format!("lists {} cores but runtime.shards = {n}", rt.cores.len()),
-                ));
-            }
+        if let Shards::Count(n) = rt.shards
+            && !rt.cores.is_empty()
+            && rt.cores.len() != n.get()
+        {
+            return Err(invalid_value(
+                "runtime.cores".into(),
+                format!("{:?}", rt.cores),
+                &format!("lists {} cores but runtime.shards = {n}", rt.cores.len()),
+            ));
         }
         Ok(())
     }
@@ -163,10 +164,10 @@ fn hostname() -> String {
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
     if rc == 0 {
         let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        if let Ok(s) = std::str::from_utf8(&buf[..len]) {
-            if !s.is_empty() {
-                return s.to_owned();
-            }
+        if let Ok(s) = std::str::from_utf8(&buf[..len])
+            && !s.is_empty()
+        {
+            return s.to_owned();
         }
     }
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -544,3 +544,40 @@ fn error_key_accessor() {
     let e = Config::from_toml_str(&mqtt("max_inflight", "0")).unwrap_err();
     assert_eq!(e.key(), Some("mqtt.max_inflight"));
 }
+
+#[test]
+fn messages_read_well() {
+    let cases = [
+        (
+            mqtt("idle_timeout", "1.5"),
+            "config: mqtt.idle_timeout = 1.5: expected a duration",
+        ),
+        (
+            mqtt("idle_timeout", "-3"),
+            "config: mqtt.idle_timeout = -3: expected a duration, not a negative number",
+        ),
+        (
+            mqtt("keepalive_multiplier", "\"x\""),
+            "config: mqtt.keepalive_multiplier = \"x\": expected a number",
+        ),
+        (
+            mqtt("retain_available", "1"),
+            "config: mqtt.retain_available = 1: expected a boolean",
+        ),
+        (
+            "[[auto_subscribe.topics]]\ntopic = \"t\"\nnl = 2".into(),
+            "config: auto_subscribe.topics[0].nl = 2: must be 0 or 1",
+        ),
+        (
+            "[runtime]\ncores = { a = 1 }".into(),
+            "config: runtime.cores = { a = 1 }: expected an array",
+        ),
+        (
+            "[[rewrite]]\naction = \"all\"".into(),
+            "config: rewrite[0]: missing field `source_topic`",
+        ),
+    ];
+    for (src, want) in cases {
+        assert_eq!(err(&src), want);
+    }
+}
