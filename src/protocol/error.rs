@@ -207,7 +207,9 @@ impl DecodeError {
             RetainHandling3 => "MQTT 5.0 §3.8.3.1: Retain Handling 3 is a Protocol Error",
             NoUnsubscribeFilters => "[MQTT-3.10.3-2]",
             ReasonCodeNotAllowed(_) => {
-                "MQTT 5.0 §2.4: the packet must use one of its own reason codes"
+                "MQTT 5.0 §2.4: the packet must use one of its own reason codes; 3.1.1 §3.2.2.3: \
+                 CONNACK return codes 6-255 are reserved; [MQTT-3.9.3-2] (3.1.1): SUBACK return \
+                 codes other than 0x00, 0x01, 0x02 and 0x80 are reserved"
             }
             ConnAckReservedFlags => "[MQTT-3.2.2-1] (3.1.1): reserved CONNACK flags must be 0",
             InvalidWillTopic => {
