@@ -641,3 +641,138 @@ fn mqtt_31_accepts_dup_on_subscribe_retries() {
         Ok(Some(Packet::Subscribe(_)))
     ));
 }
+
+/// A v5 CONNECT with client id "c" whose CONNECT properties are `props` (Property Length is
+/// computed), followed by `rest`.
+fn v5_connect_with_props(props: &[u8], flags: u8, rest: &[u8]) -> Vec<u8> {
+    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 5, flags, 0x00, 0x0a];
+    body.push(props.len() as u8);
+    body.extend_from_slice(props);
+    body.extend_from_slice(&[0x00, 0x01, b'c']);
+    body.extend_from_slice(rest);
+    let mut wire = vec![0x10, body.len() as u8];
+    wire.extend(body);
+    wire
+}
+
+#[test]
+fn review_of_chapter_2_and_3_musts() {
+    use DecodeError::*;
+    let v3 = Some(V311);
+    let v5 = Some(V5);
+    #[rustfmt::skip]
+    let cases: Vec<(Option<ProtocolVersion>, Vec<u8>, DecodeError, ReasonCode)> = vec![
+        // [MQTT-1.5.5-1]: a Variable Byte Integer uses the fewest bytes (Remaining Length, Property
+        // Length, property identifier).
+        (v3, vec![0xc0, 0x80, 0x00], MalformedVarint, ReasonCode::MalformedPacket),
+        (v5, vec![0x30, 0x07, 0x00, 0x01, b'a', 0x80, 0x00, b'h', b'i'], MalformedVarint, ReasonCode::MalformedPacket),
+        (v5, vec![0x30, 0x07, 0x00, 0x01, b'a', 0x03, 0x81, 0x00, 0x01], MalformedVarint, ReasonCode::MalformedPacket),
+        // A Property Length running past the end of the packet.
+        (None, vec![0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 5, 0x02, 0x00, 0x0a, 0x20, 0x11, 0x00, 0x00, 0x00, 0x0a], Truncated, ReasonCode::MalformedPacket),
+        // A property running past the Property Length (but not past the packet).
+        (v5, vec![0x30, 0x0a, 0x00, 0x01, b'a', 0x02, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00], Truncated, ReasonCode::MalformedPacket),
+        // v5 property values that are a Protocol Error.
+        (v5, vec![0x30, 0x06, 0x00, 0x01, b'a', 0x02, 0x0b, 0x00], InvalidPropertyValue(0x0b), ReasonCode::ProtocolError),
+        (None, v5_connect_with_props(&[0x21, 0x00, 0x00], 0x02, &[]), InvalidPropertyValue(0x21), ReasonCode::ProtocolError),
+        (None, v5_connect_with_props(&[0x27, 0x00, 0x00, 0x00, 0x00], 0x02, &[]), InvalidPropertyValue(0x27), ReasonCode::ProtocolError),
+        (None, v5_connect_with_props(&[0x17, 0x02], 0x02, &[]), InvalidPropertyValue(0x17), ReasonCode::ProtocolError),
+        (None, v5_connect_with_props(&[0x19, 0x02], 0x02, &[]), InvalidPropertyValue(0x19), ReasonCode::ProtocolError),
+        (None, v5_connect_with_props(&[], 0x06, &[0x02, 0x01, 0x02, 0x00, 0x01, b'w', 0x00, 0x00]), InvalidPropertyValue(0x01), ReasonCode::ProtocolError),
+        (v5, vec![0x20, 0x06, 0x00, 0x00, 0x03, 0x21, 0x00, 0x00], InvalidPropertyValue(0x21), ReasonCode::ProtocolError),
+        (v5, vec![0x20, 0x08, 0x00, 0x00, 0x05, 0x27, 0x00, 0x00, 0x00, 0x00], InvalidPropertyValue(0x27), ReasonCode::ProtocolError),
+        (v5, vec![0x20, 0x05, 0x00, 0x00, 0x02, 0x24, 0x02], InvalidPropertyValue(0x24), ReasonCode::ProtocolError),
+        (v5, vec![0x20, 0x05, 0x00, 0x00, 0x02, 0x25, 0x02], InvalidPropertyValue(0x25), ReasonCode::ProtocolError),
+        // The Will Topic is a Topic Name: no wildcards, not empty.
+        (None, raw_connect(b"MQTT", 4, 0x06, &[0, 3, b'a', b'/', b'#', 0, 0]), InvalidWillTopic, ReasonCode::TopicNameInvalid),
+        (None, raw_connect(b"MQIsdp", 3, 0x06, &[0, 1, b'+', 0, 0]), InvalidWillTopic, ReasonCode::TopicNameInvalid),
+        (None, raw_connect(b"MQTT", 4, 0x06, &[0, 0, 0, 0]), InvalidWillTopic, ReasonCode::TopicNameInvalid),
+        (None, v5_connect_with_props(&[], 0x06, &[0x00, 0x00, 0x01, b'+', 0x00, 0x00]), InvalidWillTopic, ReasonCode::TopicNameInvalid),
+        // A refused CONNACK has Session Present 0.
+        (v3, vec![0x20, 0x02, 0x01, 0x05], SessionPresentWithError, ReasonCode::ProtocolError),
+        (v5, vec![0x20, 0x03, 0x01, 0x87, 0x00], SessionPresentWithError, ReasonCode::ProtocolError),
+        // CONNACK return codes of 3.1 / 3.1.1 are 0-5.
+        (Some(V31), vec![0x20, 0x02, 0x00, 0x06], ReasonCodeNotAllowed(PacketType::ConnAck), ReasonCode::MalformedPacket),
+        // SUBACK (all levels) and UNSUBACK (5.0) carry one reason code per filter, so at least one.
+        (v3, vec![0x90, 0x02, 0x00, 0x0a], NoReasonCodes(PacketType::SubAck), ReasonCode::ProtocolError),
+        (v5, vec![0x90, 0x03, 0x00, 0x0a, 0x00], NoReasonCodes(PacketType::SubAck), ReasonCode::ProtocolError),
+        (v5, vec![0xb0, 0x03, 0x00, 0x0a, 0x00], NoReasonCodes(PacketType::UnsubAck), ReasonCode::ProtocolError),
+        // SUBACK / UNSUBACK reason codes valid per packet.
+        (v5, vec![0x90, 0x04, 0x00, 0x0a, 0x00, 0x11], ReasonCodeNotAllowed(PacketType::SubAck), ReasonCode::MalformedPacket),
+        (v5, vec![0xb0, 0x04, 0x00, 0x0a, 0x00, 0x02], ReasonCodeNotAllowed(PacketType::UnsubAck), ReasonCode::MalformedPacket),
+        // PUBREL / SUBSCRIBE / UNSUBSCRIBE flags are 0b0010 in 3.1.1 and 5.0.
+        (v5, vec![0x60, 0x02, 0x00, 0x0a], InvalidFlags(PacketType::PubRel), ReasonCode::MalformedPacket),
+        (v5, vec![0x83, 0x07, 0x00, 0x0a, 0x00, 0x00, 0x01, b'a', 0x00], InvalidFlags(PacketType::Subscribe), ReasonCode::MalformedPacket),
+        (v5, vec![0xaa, 0x06, 0x00, 0x0a, 0x00, 0x00, 0x01, b'a'], InvalidFlags(PacketType::Unsubscribe), ReasonCode::MalformedPacket),
+        // 3.1.1 and 3.1: a password needs a user name.
+        (None, raw_connect(b"MQTT", 4, 0x42, &[0, 1, b'p']), PasswordWithoutUsername, ReasonCode::ProtocolError),
+    ];
+    for (v, wire, want, code) in cases {
+        assert_eq!(reject(v, &wire, MAX), want, "{wire:02x?}");
+        assert_eq!(want.reason_code(), code, "{want:?}");
+        assert!(!want.statement().is_empty());
+    }
+}
+
+#[test]
+fn review_accepts_what_the_codec_must_leave_to_the_broker() {
+    let decode = |v: Option<ProtocolVersion>, wire: &[u8]| {
+        let mut dec = match v {
+            Some(v) => Decoder::with_version(v, MAX),
+            None => Decoder::new(MAX),
+        };
+        let mut buf = BytesMut::from(wire);
+        let p = dec.decode(&mut buf).expect("accepted").expect("complete");
+        assert!(buf.is_empty());
+        p
+    };
+    // MQTT 3.1 limits the client id to 23 characters and forbids an empty one; the broker decides
+    // (and answers CONNACK 2), the codec does not.
+    for id in ["", "a-client-identifier-longer-than-twenty-three"] {
+        let mut c = connect(V31);
+        c.client_id = s(id);
+        let mut wire = BytesMut::new();
+        Packet::Connect(Box::new(c.clone()))
+            .encode(V31, &mut wire)
+            .unwrap();
+        assert_eq!(decode(None, &wire), Packet::Connect(Box::new(c)));
+    }
+    // Topic Alias Maximum 0 is allowed (it means no aliases).
+    let Packet::Connect(c) = decode(None, &v5_connect_with_props(&[0x22, 0x00, 0x00], 0x02, &[]))
+    else {
+        panic!()
+    };
+    assert_eq!(c.properties.topic_alias_maximum, Some(0));
+    // A Payload Format Indicator of 1 with a payload that is not UTF-8: the broker may check.
+    let Packet::Publish(p) = decode(
+        Some(V5),
+        &[0x30, 0x08, 0x00, 0x01, b'a', 0x02, 0x01, 0x01, 0xff, 0xfe],
+    ) else {
+        panic!()
+    };
+    assert_eq!(p.properties.payload_format_indicator, Some(true));
+    assert_eq!(&p.payload[..], &[0xff, 0xfe]);
+    // 5.0 allows a password without a user name.
+    let Packet::Connect(c) = decode(None, &v5_connect_with_props(&[], 0x42, &[0, 1, b'p'])) else {
+        panic!()
+    };
+    assert_eq!(c.password.as_deref(), Some(&b"p"[..]));
+    // DISCONNECT and AUTH with Remaining Length 0 mean reason 0x00.
+    assert_eq!(
+        decode(Some(V5), &[0xe0, 0x00]),
+        Packet::Disconnect(Disconnect::new(ReasonCode::NORMAL_DISCONNECTION))
+    );
+    assert_eq!(
+        decode(Some(V5), &[0xf0, 0x00]),
+        Packet::Auth(Auth::default())
+    );
+    // DISCONNECT with Remaining Length 1: reason code, no properties.
+    assert_eq!(
+        decode(Some(V5), &[0xe0, 0x01, 0x04]),
+        Packet::Disconnect(Disconnect::new(ReasonCode::DisconnectWithWillMessage))
+    );
+    // A Session Present CONNACK that accepts is fine.
+    assert!(matches!(
+        decode(Some(V5), &[0x20, 0x03, 0x01, 0x00, 0x00]),
+        Packet::ConnAck(c) if c.session_present
+    ));
+}

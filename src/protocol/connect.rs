@@ -94,6 +94,10 @@ pub(crate) fn decode_connect(
             WillProperties::default()
         };
         let topic = r.string()?;
+        // The Will Topic is a Topic Name: non-empty and without wildcards.
+        if topic.is_empty() || topic.contains(['+', '#']) {
+            return Err(DecodeError::InvalidWillTopic);
+        }
         let payload = r.binary()?;
         Some(LastWill {
             topic,
@@ -204,6 +208,10 @@ pub(crate) fn decode_connack(r: &mut Reader, v: ProtocolVersion) -> Result<ConnA
         let reason = ReasonCode::from_connack_v3(code).ok_or(not_allowed)?;
         (reason, ConnAckProperties::default())
     };
+    // [MQTT-3.2.2-6] (5.0), [MQTT-3.2.2-4] (3.1.1): a refusal never has a session.
+    if session_present && reason != ReasonCode::Success {
+        return Err(DecodeError::SessionPresentWithError);
+    }
     Ok(ConnAck {
         session_present,
         reason,

@@ -79,6 +79,12 @@ pub enum DecodeError {
     ReasonCodeNotAllowed(PacketType),
     #[error("reserved CONNACK flags set")]
     ConnAckReservedFlags,
+    #[error("will topic is not a valid topic name")]
+    InvalidWillTopic,
+    #[error("CONNACK with Session Present and a non-zero reason code")]
+    SessionPresentWithError,
+    #[error("{0:?} without any reason code")]
+    NoReasonCodes(PacketType),
 }
 
 /// What the broker does about a violation.
@@ -117,6 +123,7 @@ impl DecodeError {
             | SubscriptionOptionsReserved
             | ReasonCodeNotAllowed(_)
             | ConnAckReservedFlags => ReasonCode::MalformedPacket,
+            SessionPresentWithError | NoReasonCodes(_) => ReasonCode::ProtocolError,
             ZeroPacketId
             | DuplicateProperty(_)
             | InvalidPropertyValue(_)
@@ -134,7 +141,7 @@ impl DecodeError {
             | AuthenticationMethodMissing => ReasonCode::ProtocolError,
             PacketTooLarge => ReasonCode::PacketTooLarge,
             TopicAliasZero => ReasonCode::TopicAliasInvalid,
-            TopicNameWildcard => ReasonCode::TopicNameInvalid,
+            TopicNameWildcard | InvalidWillTopic => ReasonCode::TopicNameInvalid,
             UnsupportedProtocolVersion => ReasonCode::UnsupportedProtocolVersion,
         }
     }
@@ -147,7 +154,9 @@ impl DecodeError {
                 "MQTT 5.0 §2.1.2, 3.1.1 §2.2.1: packet type 0 (and 15 before 5.0) is reserved"
             }
             InvalidFlags(_) => "[MQTT-2.1.3-1] (5.0), [MQTT-2.2.2-1] [MQTT-2.2.2-2] (3.1.1)",
-            MalformedVarint => "MQTT 5.0 §1.5.5, 3.1.1 §2.2.3: at most four bytes",
+            MalformedVarint => {
+                "MQTT 5.0 §1.5.5, 3.1.1 §2.2.3: at most four bytes; [MQTT-1.5.5-1]: the fewest bytes"
+            }
             PacketTooLarge => "[MQTT-3.2.2-15]: Maximum Packet Size exceeded",
             Truncated | TrailingBytes => {
                 "MQTT 5.0 §2.1.4, 3.1.1 §2.2.3: Remaining Length must equal the packet's content"
@@ -198,9 +207,22 @@ impl DecodeError {
             RetainHandling3 => "MQTT 5.0 §3.8.3.1: Retain Handling 3 is a Protocol Error",
             NoUnsubscribeFilters => "[MQTT-3.10.3-2]",
             ReasonCodeNotAllowed(_) => {
-                "MQTT 5.0 §2.4: the packet must use one of its own reason codes"
+                "MQTT 5.0 §2.4: the packet must use one of its own reason codes; 3.1.1 §3.2.2.3: \
+                 CONNACK return codes 6-255 are reserved; [MQTT-3.9.3-2] (3.1.1): SUBACK return \
+                 codes other than 0x00, 0x01, 0x02 and 0x80 are reserved"
             }
             ConnAckReservedFlags => "[MQTT-3.2.2-1] (3.1.1): reserved CONNACK flags must be 0",
+            InvalidWillTopic => {
+                "[MQTT-3.1.3-11] (5.0), [MQTT-3.1.3-10] (3.1.1): the Will Topic is a Topic Name, \
+                 so no wildcards ([MQTT-4.7.0-1]) and at least one character ([MQTT-4.7.3-1])"
+            }
+            SessionPresentWithError => {
+                "[MQTT-3.2.2-6] (5.0), [MQTT-3.2.2-4] (3.1.1): a refused CONNACK has Session Present 0"
+            }
+            NoReasonCodes(_) => {
+                "[MQTT-3.8.4-6] (5.0), [MQTT-3.8.4-5] (3.1.1), MQTT 5.0 §3.11.3: one reason code per \
+                 Topic Filter, and SUBSCRIBE / UNSUBSCRIBE carry at least one filter"
+            }
         }
     }
 

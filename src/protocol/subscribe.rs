@@ -143,6 +143,9 @@ pub(crate) fn decode_suback(r: &mut Reader, v: ProtocolVersion) -> Result<SubAck
         };
         reasons.push(reason);
     }
+    if reasons.is_empty() {
+        return Err(DecodeError::NoReasonCodes(PacketType::SubAck));
+    }
     Ok(SubAck {
         packet_id,
         properties,
@@ -250,6 +253,9 @@ pub(crate) fn decode_unsuback(r: &mut Reader, v: ProtocolVersion) -> Result<Unsu
         ack.properties = properties::decode(r)?;
         while !r.is_empty() {
             ack.reasons.push(reason_for(PacketType::UnsubAck, r.u8()?)?);
+        }
+        if ack.reasons.is_empty() {
+            return Err(DecodeError::NoReasonCodes(PacketType::UnsubAck));
         }
     }
     Ok(ack)

@@ -125,12 +125,17 @@ pub enum Varint {
     Incomplete,
 }
 
-/// Reads a Variable Byte Integer; a fifth byte (continuation bit set on the fourth) is malformed.
+/// Reads a Variable Byte Integer; a fifth byte (continuation bit set on the fourth) is malformed,
+/// and so is a longer encoding than the value needs ([MQTT-1.5.5-1]: a last byte of 0 after a
+/// continuation byte, e.g. `0x80 0x00` for 0).
 pub fn read_varint(bytes: &[u8]) -> Result<Varint, DecodeError> {
     let mut value: u32 = 0;
     for (i, &b) in bytes.iter().take(4).enumerate() {
         value |= u32::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
+            if i > 0 && b == 0 {
+                return Err(DecodeError::MalformedVarint);
+            }
             return Ok(Varint::Value(value, i + 1));
         }
     }
@@ -345,6 +350,38 @@ mod tests {
             read_varint(&[0xff, 0xff, 0xff, 0xff, 0x01]).err(),
             Some(DecodeError::MalformedVarint)
         );
+    }
+
+    #[test]
+    fn varint_must_use_the_fewest_bytes() {
+        // [MQTT-1.5.5-1]: 0 as `80 00`, 127 as `ff 00`, 1 as `81 80 00` are all malformed.
+        for bytes in [
+            &[0x80, 0x00][..],
+            &[0xff, 0x00],
+            &[0x81, 0x80, 0x00],
+            &[0x80, 0x80, 0x80, 0x00],
+        ] {
+            assert_eq!(
+                read_varint(bytes).err(),
+                Some(DecodeError::MalformedVarint),
+                "{bytes:02x?}"
+            );
+        }
+        // A zero continuation byte in the middle is fine: 16,384 is `80 80 01`.
+        assert!(matches!(
+            read_varint(&[0x80, 0x80, 0x01]),
+            Ok(Varint::Value(16_384, 3))
+        ));
+    }
+
+    #[test]
+    fn reader_rejects_a_length_past_the_end() {
+        // A Property Length (varint) or string length that claims more than the frame holds.
+        let mut r = Reader::new(Bytes::from_static(&[0x05, 0x01]));
+        let n = r.varint().unwrap() as usize;
+        assert_eq!(r.take(n), Err(DecodeError::Truncated));
+        let mut r = Reader::new(Bytes::from_static(&[0xff, 0xff, b'a']));
+        assert_eq!(r.binary(), Err(DecodeError::Truncated));
     }
 
     #[test]
