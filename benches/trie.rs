@@ -14,6 +14,9 @@ use ringmq::topic::{Matches, TopicTrie};
 /// Counts live heap bytes so the trie's footprint is measured, not estimated.
 struct Counting;
 
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
 static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 // SAFETY: every method forwards to `System` with the caller's arguments unchanged, so `System`'s

@@ -1,0 +1,242 @@
+//! Per-socket protocol state on the shard that holds the socket, and the dispatch of every
+//! decoded packet to the feature that handles it. Violations end here: the spec's reason code
+//! goes out (CONNACK before CONNECT succeeded, DISCONNECT after, for v5; a close for v3) and the
+//! connection is marked to close.
+
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+
+use super::{Broker, ClientKey, ConnId, ShardId};
+use crate::protocol::{
+    ConnAck, Connect, DecodeError, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode,
+    Response,
+};
+
+/// Why a connection ends; kept for the will decision and `$SYS` disconnect events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent DISCONNECT (normal or with a reason).
+    Normal,
+    /// The peer closed the socket or it failed.
+    TcpClosed,
+    /// A protocol violation; the reason code (if any) has been queued.
+    ProtocolError,
+    /// Keep-alive or CONNECT deadline passed.
+    KeepAliveTimeout,
+    /// Another connection took the session over.
+    TakenOver,
+    /// The CONNECT was refused (CONNACK with an error queued).
+    Refused,
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+/// What the runtime does after feeding bytes to [`Broker::input`].
+#[derive(Debug)]
+pub enum Input {
+    /// Keep reading (and flush the queued output).
+    Continue,
+    /// The CONNECT belongs to another shard: move the socket there with this CONNECT.
+    Handoff { home: ShardId, connect: Box<Connect> },
+    /// Stop reading: flush the queued output and close.
+    Close,
+}
+
+#[derive(Debug)]
+pub(super) struct Conn {
+    pub decoder: Decoder,
+    pub peer: SocketAddr,
+    pub tx: BytesMut,
+    pub close: Option<CloseReason>,
+    /// Set once CONNECT succeeded.
+    pub client: Option<ClientKey>,
+    pub dirty: bool,
+    /// Seconds of silence allowed (1.5 × keep-alive), 0 = no keep-alive.
+    pub keepalive_secs: u32,
+}
+
+impl Conn {
+    pub fn new(peer: SocketAddr, max_packet_size: u32) -> Self {
+        Conn {
+            decoder: Decoder::new(max_packet_size),
+            peer,
+            tx: BytesMut::new(),
+            close: None,
+            client: None,
+            dirty: false,
+            keepalive_secs: 0,
+        }
+    }
+
+    pub fn version(&self) -> Option<ProtocolVersion> {
+        self.decoder.version()
+    }
+}
+
+/// What handling one packet asks of the read loop.
+pub(super) enum Flow {
+    Continue,
+    Handoff(ShardId, Box<Connect>),
+    Stop,
+}
+
+impl Broker {
+    /// Decodes and handles every complete packet at the front of `rx` (bytes read from
+    /// connection `id`'s socket); a partial packet stays in `rx`.
+    pub fn input(&mut self, id: ConnId, rx: &mut BytesMut, now_ms: u64) -> Input {
+        self.now_ms = now_ms;
+        loop {
+            let Some(conn) = self.conns.get_mut(id as usize) else {
+                return Input::Close;
+            };
+            if conn.close.is_some() {
+                return Input::Close;
+            }
+            let packet = match conn.decoder.decode(rx) {
+                Ok(Some(p)) => p,
+                Ok(None) => return Input::Continue,
+                Err(e) => {
+                    self.decode_error(id, e);
+                    return Input::Close;
+                }
+            };
+            if conn.keepalive_secs > 0 {
+                self.keepalive.extend(id, conn.keepalive_secs);
+            }
+            match self.dispatch(id, packet) {
+                Flow::Continue => {}
+                Flow::Handoff(home, connect) => return Input::Handoff { home, connect },
+                Flow::Stop => return Input::Close,
+            }
+        }
+    }
+
+    fn dispatch(&mut self, id: ConnId, packet: Packet) -> Flow {
+        let client = self.conns[id as usize].client;
+        let Some(key) = client else {
+            return match packet {
+                Packet::Connect(c) => self.handle_connect(id, c),
+                // The decoder lets nothing else through before CONNECT.
+                _ => self.violation(id, ReasonCode::ProtocolError),
+            };
+        };
+        match packet {
+            Packet::Publish(p) => self.handle_publish(id, key, p),
+            Packet::PubAck(a) => {
+                self.with_session(key, |s, now, out| s.on_puback(a.packet_id, now, out));
+                Flow::Continue
+            }
+            Packet::PubRec(a) => {
+                self.with_session(key, |s, now, out| {
+                    s.on_pubrec(a.packet_id, a.reason, now, out)
+                });
+                Flow::Continue
+            }
+            Packet::PubComp(a) => {
+                self.with_session(key, |s, now, out| s.on_pubcomp(a.packet_id, now, out));
+                Flow::Continue
+            }
+            Packet::PubRel(a) => self.handle_pubrel(id, key, a),
+            Packet::Subscribe(s) => self.handle_subscribe(id, key, s),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(id, key, u),
+            Packet::PingReq => {
+                self.send(id, &Packet::PingResp);
+                Flow::Continue
+            }
+            Packet::Disconnect(d) => self.handle_disconnect(id, key, d),
+            // No enhanced authentication method is supported, so AUTH is never expected
+            // ([MQTT-4.12.0-1]); a server-to-client packet from a client is a protocol error.
+            Packet::Auth(_)
+            | Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => self.violation(id, ReasonCode::ProtocolError),
+        }
+    }
+
+    /// Encodes `packet` into connection `id`'s output queue.
+    pub(super) fn send(&mut self, id: ConnId, packet: &Packet) {
+        let Some(conn) = self.conns.get_mut(id as usize) else {
+            return;
+        };
+        let version = conn.version().unwrap_or(ProtocolVersion::V311);
+        if packet.encode(version, &mut conn.tx).is_err() {
+            // Only a packet built wrongly by the broker itself can fail to encode.
+            debug_assert!(false, "broker built an unencodable packet: {packet:?}");
+            return;
+        }
+        if !conn.dirty {
+            conn.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    /// Marks connection `id` to be closed once its queued output is written.
+    pub(super) fn mark_close(&mut self, id: ConnId, reason: CloseReason) {
+        if let Some(conn) = self.conns.get_mut(id as usize) {
+            if conn.close.is_none() {
+                conn.close = Some(reason);
+            }
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    /// A protocol violation on a connection: the v5 reason code (CONNACK before CONNECT
+    /// succeeded, DISCONNECT after), nothing for v3, then close.
+    pub(super) fn violation(&mut self, id: ConnId, code: ReasonCode) -> Flow {
+        let conn = &self.conns[id as usize];
+        if conn.version() == Some(ProtocolVersion::V5) {
+            let packet = if conn.client.is_some() {
+                Packet::Disconnect(Disconnect::new(code))
+            } else {
+                Packet::ConnAck(Box::new(ConnAck::refused(code)))
+            };
+            self.send(id, &packet);
+        }
+        self.mark_close(id, CloseReason::ProtocolError);
+        Flow::Stop
+    }
+
+    fn decode_error(&mut self, id: ConnId, e: DecodeError) {
+        let conn = &self.conns[id as usize];
+        tracing::debug!(peer = %conn.peer, error = %e, statement = e.statement(), "protocol violation");
+        match e.response(conn.version(), conn.client.is_some()) {
+            Response::ConnAck(code) => {
+                // An unsupported level is answered in the format the client asked for: a v5
+                // CONNACK for level 5, the 3.1.1 one otherwise.
+                let v = conn.version().unwrap_or(ProtocolVersion::V311);
+                let mut tx = BytesMut::new();
+                let ack = Packet::ConnAck(Box::new(ConnAck::refused(code)));
+                let _ = ack.encode(v, &mut tx);
+                let conn = &mut self.conns[id as usize];
+                conn.tx.extend_from_slice(&tx);
+            }
+            Response::Disconnect(code) => {
+                self.send(id, &Packet::Disconnect(Disconnect::new(code)));
+            }
+            Response::Close => {}
+        }
+        self.mark_close(id, CloseReason::ProtocolError);
+    }
+
+    fn keepalive_expired(&mut self, id: ConnId) {
+        let Some(conn) = self.conns.get(id as usize) else {
+            return;
+        };
+        if conn.close.is_some() {
+            return;
+        }
+        if conn.client.is_some() && conn.version() == Some(ProtocolVersion::V5) {
+            self.send(
+                id,
+                &Packet::Disconnect(Disconnect::new(ReasonCode::KeepAliveTimeout)),
+            );
+        }
+        self.mark_close(id, CloseReason::KeepAliveTimeout);
+    }
+}

@@ -1,0 +1,255 @@
+//! The broker logic of one shard, sans-io: it owns the shard's connections (as protocol state,
+//! not sockets), the sessions whose client id has this shard as home, the local subscription trie,
+//! the replicated route table and this shard's slice of the retained messages. Inputs are bytes,
+//! mesh messages and ticks with `now`; outputs are bytes queued per connection (`dirty` says which
+//! to flush), connections to close, and mesh messages per destination shard. No glommio, no clock,
+//! no sockets: `crate::runtime` drives it.
+//!
+//! Files: `settings` (what the broker reads from the config), `conn` (per-socket state and
+//! packet dispatch), `connect` (CONNECT, takeover, DISCONNECT, wills, session expiry), `publish`
+//! (inbound PUBLISH, routing, delivery), `subscribe` (SUBSCRIBE / UNSUBSCRIBE, route updates),
+//! `retain` (the retained store), `mesh` (what crosses shards), `wheel` (timers).
+//!
+//! Order on the publish path: topic alias → validation → retain (to the topic's retain shard) →
+//! route table (one mesh message per interested shard) → local trie → sessions.
+
+mod conn;
+mod connect;
+pub mod mesh;
+mod publish;
+mod retain;
+pub mod settings;
+mod subscribe;
+pub mod wheel;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use ahash::AHashMap;
+use bytes::BytesMut;
+use slab::Slab;
+
+use crate::protocol::{MqttStr, Packet, ProtocolVersion};
+use crate::session::Session;
+use crate::topic::{Matches, TopicTrie};
+
+pub use conn::{CloseReason, Input};
+pub use mesh::{Handoff, MeshMsg, ShardId, home_shard};
+pub use settings::Settings;
+
+use self::retain::RetainStore;
+use self::subscribe::{LocalSubs, Routes};
+use self::wheel::Wheel;
+
+/// A connection's slot on its shard.
+pub type ConnId = u32;
+/// A client's (session's) slot on its home shard.
+type ClientKey = u32;
+
+/// Plain per-shard counters; shard 0 sums them for `$SYS` (issue 4).
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub connections: u64,
+    pub messages_received: u64,
+    pub messages_dropped_no_subscribers: u64,
+    pub messages_dropped_qos0_backlog: u64,
+}
+
+/// One MQTT client's session on its home shard, with or without a connection.
+#[derive(Debug)]
+struct Client {
+    id: MqttStr,
+    /// Bumped whenever the slot is reused or the session is replaced, so late replies are dropped.
+    generation: u32,
+    /// A broker-wide id for No Local: (shard << 32 | slot generation ...) unique per session.
+    publisher_id: u64,
+    session: Session,
+    conn: Option<ConnId>,
+    version: ProtocolVersion,
+    username: Option<MqttStr>,
+    /// Session Expiry Interval in seconds; `u32::MAX` never expires.
+    expiry_secs: u32,
+    will: Option<connect::Will>,
+    subs: Vec<subscribe::Sub>,
+}
+
+pub struct Broker {
+    shard: ShardId,
+    nr_shards: usize,
+    settings: Rc<Settings>,
+    conns: Slab<conn::Conn>,
+    clients: Slab<Client>,
+    by_id: AHashMap<MqttStr, ClientKey>,
+    local: LocalSubs,
+    routes: Routes,
+    retained: RetainStore,
+    /// Keep-alive and CONNECT deadlines, keyed by connection.
+    keepalive: Wheel,
+    /// Session expiry, keyed by client.
+    expiry: Wheel,
+    /// Will delay, keyed by client.
+    will_delay: Wheel,
+    mesh_out: Vec<Vec<MeshMsg>>,
+    dirty: Vec<ConnId>,
+    matches: Matches,
+    packets: Vec<Packet>,
+    next_publisher_id: u64,
+    next_generation: u32,
+    assigned_ids: u64,
+    now_ms: u64,
+    pub counters: Counters,
+}
+
+impl Broker {
+    pub fn new(shard: ShardId, nr_shards: usize, settings: Rc<Settings>) -> Self {
+        Broker {
+            shard,
+            nr_shards,
+            settings,
+            conns: Slab::new(),
+            clients: Slab::new(),
+            by_id: AHashMap::new(),
+            local: LocalSubs::default(),
+            routes: Routes::default(),
+            retained: RetainStore::default(),
+            keepalive: Wheel::default(),
+            expiry: Wheel::default(),
+            will_delay: Wheel::default(),
+            mesh_out: (0..nr_shards).map(|_| Vec::new()).collect(),
+            dirty: Vec::new(),
+            matches: Matches::default(),
+            packets: Vec::new(),
+            next_publisher_id: 1,
+            next_generation: 1,
+            assigned_ids: 0,
+            now_ms: 0,
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    pub fn nr_shards(&self) -> usize {
+        self.nr_shards
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Connections whose output queue or close state changed since the last call.
+    pub fn take_dirty(&mut self, out: &mut Vec<ConnId>) {
+        for &id in &self.dirty {
+            if let Some(c) = self.conns.get_mut(id as usize) {
+                c.dirty = false;
+            }
+        }
+        out.append(&mut self.dirty);
+    }
+
+    /// Whether mesh messages wait for `dest`.
+    pub fn has_mesh_out(&self, dest: ShardId) -> bool {
+        !self.mesh_out[dest].is_empty()
+    }
+
+    /// Messages queued for `dest` (all shards but this one).
+    pub fn mesh_out_len(&self, dest: ShardId) -> usize {
+        self.mesh_out[dest].len()
+    }
+
+    /// Takes up to `max` queued mesh messages for `dest`, oldest first.
+    pub fn take_mesh_out(&mut self, dest: ShardId, max: usize) -> Vec<MeshMsg> {
+        let q = &mut self.mesh_out[dest];
+        if q.len() <= max {
+            std::mem::take(q)
+        } else {
+            let rest = q.split_off(max);
+            std::mem::replace(q, rest)
+        }
+    }
+
+    fn send_mesh(&mut self, dest: ShardId, msg: MeshMsg) {
+        debug_assert_ne!(dest, self.shard);
+        self.mesh_out[dest].push(msg);
+    }
+
+    fn broadcast(&mut self, mut make: impl FnMut() -> MeshMsg) {
+        for dest in 0..self.nr_shards {
+            if dest != self.shard {
+                let m = make();
+                self.mesh_out[dest].push(m);
+            }
+        }
+    }
+
+    /// Handles one message from shard `from`. Never waits: replies are queued like any output.
+    pub fn mesh_in(&mut self, from: ShardId, msg: MeshMsg, now_ms: u64) -> Option<Box<Handoff>> {
+        self.now_ms = now_ms;
+        match msg {
+            MeshMsg::Handoff(h) => return Some(h),
+            MeshMsg::Publish(m) => {
+                self.deliver_local(&m);
+            }
+            MeshMsg::RouteAdd(filter) => self.routes.add(&filter, from),
+            MeshMsg::RouteDel(filter) => self.routes.remove(&filter, from),
+            MeshMsg::Retain(m) => self.retained.store(m, &self.settings, now_ms),
+            MeshMsg::RetainedQuery(q) => self.answer_retained_query(*q),
+            MeshMsg::RetainedReply(r) => self.deliver_retained(r.target, r.messages),
+        }
+        None
+    }
+
+    /// Advances the shard's timers by one second: keep-alive and CONNECT deadlines, will delays,
+    /// session expiry, and the sessions' own timeouts.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+        let mut expired = Vec::new();
+        self.keepalive.advance(&mut expired);
+        for id in expired.drain(..) {
+            self.keepalive_expired(id);
+        }
+        self.will_delay.advance(&mut expired);
+        for key in expired.drain(..) {
+            self.fire_delayed_will(key);
+        }
+        self.expiry.advance(&mut expired);
+        for key in expired.drain(..) {
+            self.expire_session(key);
+        }
+        for (_, client) in self.clients.iter_mut() {
+            client.session.tick(now_ms);
+        }
+        self.retained.tick(now_ms);
+    }
+
+    /// Number of connections and sessions on this shard (for tests and `$SYS`).
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Takes a connection's queued output: the bytes to write and whether to close afterwards.
+    pub fn take_output(&mut self, id: ConnId) -> (BytesMut, Option<CloseReason>) {
+        match self.conns.get_mut(id as usize) {
+            Some(c) => (std::mem::take(&mut c.tx), c.close),
+            None => (BytesMut::new(), Some(CloseReason::Normal)),
+        }
+    }
+
+    /// Opens the protocol state for a newly accepted socket; it must send CONNECT within
+    /// `idle_timeout`.
+    pub fn open(&mut self, peer: SocketAddr, now_ms: u64) -> ConnId {
+        self.now_ms = now_ms;
+        let id = self
+            .conns
+            .insert(conn::Conn::new(peer, self.settings.max_packet_size)) as ConnId;
+        self.keepalive.arm(id, self.settings.idle_timeout_secs);
+        self.counters.connections += 1;
+        id
+    }
+}

@@ -1,0 +1,115 @@
+//! What the broker logic reads from the configuration, in the units it works in. Built once at
+//! start-up from `crate::config::Config` and shared (read-only, `Rc`) by everything on a shard.
+
+use crate::protocol::QoS;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub node_name: String,
+    pub max_packet_size: u32,
+    pub max_clientid_len: usize,
+    pub max_topic_levels: usize,
+    pub max_qos_allowed: QoS,
+    pub retain_available: bool,
+    pub wildcard_subscription: bool,
+    pub shared_subscription: bool,
+    pub exclusive_subscription: bool,
+    pub keepalive_multiplier: f64,
+    /// Session expiry for v3 clients with clean_session = 0, seconds.
+    pub session_expiry_secs: u32,
+    /// Message expiry for messages without the property; `None` = never.
+    pub message_expiry_secs: Option<u32>,
+    pub max_inflight: u16,
+    pub max_mqueue_len: usize,
+    pub mqueue_store_qos0: bool,
+    pub max_awaiting_rel: usize,
+    pub await_rel_timeout_secs: u32,
+    /// `None` = unlimited.
+    pub max_subscriptions: Option<usize>,
+    pub idle_timeout_secs: u32,
+    pub max_topic_alias: u16,
+    pub retainer_enable: bool,
+    /// 0 = unlimited.
+    pub max_retained_messages: usize,
+    pub max_retained_payload: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            node_name: "ringmq@localhost".into(),
+            max_packet_size: 1 << 20,
+            max_clientid_len: 65_535,
+            max_topic_levels: 128,
+            max_qos_allowed: QoS::ExactlyOnce,
+            retain_available: true,
+            wildcard_subscription: true,
+            shared_subscription: true,
+            exclusive_subscription: false,
+            keepalive_multiplier: 1.5,
+            session_expiry_secs: 2 * 3600,
+            message_expiry_secs: None,
+            max_inflight: 32,
+            max_mqueue_len: 1000,
+            mqueue_store_qos0: true,
+            max_awaiting_rel: 100,
+            await_rel_timeout_secs: 300,
+            max_subscriptions: None,
+            idle_timeout_secs: 15,
+            max_topic_alias: 65_535,
+            retainer_enable: true,
+            max_retained_messages: 0,
+            max_retained_payload: 1 << 20,
+        }
+    }
+}
+
+impl Settings {
+    /// The broker's view of a loaded configuration.
+    pub fn from_config(c: &crate::config::Config) -> Settings {
+        let m = &c.mqtt;
+        let secs = |d: std::time::Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        Settings {
+            node_name: c.node.name.clone(),
+            max_packet_size: u32::try_from(m.max_packet_size).unwrap_or(u32::MAX),
+            max_clientid_len: usize::from(m.max_clientid_len),
+            max_topic_levels: usize::from(m.max_topic_levels),
+            max_qos_allowed: m.max_qos_allowed,
+            retain_available: m.retain_available,
+            wildcard_subscription: m.wildcard_subscription,
+            shared_subscription: m.shared_subscription,
+            exclusive_subscription: m.exclusive_subscription,
+            keepalive_multiplier: m.keepalive_multiplier,
+            session_expiry_secs: secs(m.session_expiry_interval),
+            message_expiry_secs: m.message_expiry_interval.map(secs),
+            max_inflight: m.max_inflight,
+            max_mqueue_len: m.max_mqueue_len.map_or(usize::MAX, |n| n as usize),
+            mqueue_store_qos0: m.mqueue_store_qos0,
+            max_awaiting_rel: m.max_awaiting_rel.map_or(usize::MAX, |n| n as usize),
+            await_rel_timeout_secs: secs(m.await_rel_timeout),
+            max_subscriptions: m.max_subscriptions.map(|n| n as usize),
+            idle_timeout_secs: secs(m.idle_timeout).max(1),
+            max_topic_alias: m.max_topic_alias,
+            retainer_enable: c.retainer.enable,
+            max_retained_messages: usize::try_from(c.retainer.max_retained_messages)
+                .unwrap_or(usize::MAX),
+            max_retained_payload: usize::try_from(c.retainer.max_payload_size)
+                .unwrap_or(usize::MAX),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_agree_with_the_default_config() {
+        let from_file = Settings::from_config(&crate::config::Config::default());
+        let ours = Settings {
+            node_name: from_file.node_name.clone(),
+            ..Settings::default()
+        };
+        assert_eq!(from_file, ours);
+    }
+}

@@ -1,0 +1,320 @@
+//! SUBSCRIBE and UNSUBSCRIBE on the subscriber's home shard: validation, the shard's local
+//! subscription trie (filter → local sessions), the replicated route table (filter → other shards
+//! with subscribers, kept current by RouteAdd / RouteDel broadcasts) and retained-message lookups.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use super::conn::Flow;
+use super::mesh::{MeshMsg, RetainedQuery, RetainedTarget, ShardId, retain_shard};
+use super::{Broker, ClientKey, ConnId};
+use crate::limits::SHARDS_MAX;
+use crate::protocol::{
+    MqttStr, Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
+use crate::session::{DeliveryOpts, Message};
+use crate::topic::{Matches, SubscriptionTopic, TopicTrie, has_wildcards, parse_subscription};
+
+/// How one subscription wants its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SubOpts {
+    pub qos: QoS,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub subscription_id: Option<NonZeroU32>,
+}
+
+/// A subscription as its session remembers it.
+#[derive(Debug, Clone)]
+pub(super) struct Sub {
+    pub filter: MqttStr,
+    pub opts: SubOpts,
+}
+
+/// This shard's subscribers per filter.
+#[derive(Debug, Default)]
+pub(super) struct LocalSubs {
+    trie: TopicTrie,
+    /// Indexed by `FilterId::index()`.
+    subscribers: Vec<Vec<(ClientKey, SubOpts)>>,
+    /// Reused by every delivery.
+    pub scratch: Vec<(ClientKey, SubOpts)>,
+}
+
+impl LocalSubs {
+    /// Adds or replaces `key`'s subscription; true when the filter had no local subscriber.
+    fn add(&mut self, filter: &str, key: ClientKey, opts: SubOpts) -> bool {
+        let id = self.trie.insert(filter).index();
+        if self.subscribers.len() <= id {
+            self.subscribers.resize_with(id + 1, Vec::new);
+        }
+        let subs = &mut self.subscribers[id];
+        let first = subs.is_empty();
+        match subs.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = opts,
+            None => subs.push((key, opts)),
+        }
+        first
+    }
+
+    /// Removes `key`'s subscription; true when the filter has no local subscriber left.
+    fn remove(&mut self, filter: &str, key: ClientKey) -> bool {
+        let Some(id) = self.trie.get(filter) else {
+            return false;
+        };
+        let subs = &mut self.subscribers[id.index()];
+        subs.retain(|(k, _)| *k != key);
+        if subs.is_empty() {
+            *subs = Vec::new();
+            self.trie.remove(filter);
+            return true;
+        }
+        false
+    }
+
+    /// Appends every (session, options) whose filter matches `topic`.
+    pub fn collect(&self, topic: &str, matches: &mut Matches, out: &mut Vec<(ClientKey, SubOpts)>) {
+        self.trie.matches(topic, matches);
+        for id in matches.ids() {
+            out.extend_from_slice(&self.subscribers[id.index()]);
+        }
+    }
+}
+
+type ShardSet = [u64; SHARDS_MAX / 64];
+
+/// Which other shards have subscribers of each filter (replicated on every shard).
+#[derive(Debug, Default)]
+pub(super) struct Routes {
+    trie: TopicTrie,
+    shards: Vec<ShardSet>,
+}
+
+impl Routes {
+    pub fn add(&mut self, filter: &str, shard: ShardId) {
+        let id = self.trie.insert(filter).index();
+        if self.shards.len() <= id {
+            self.shards.resize(id + 1, [0; SHARDS_MAX / 64]);
+        }
+        self.shards[id][shard / 64] |= 1 << (shard % 64);
+    }
+
+    pub fn remove(&mut self, filter: &str, shard: ShardId) {
+        let Some(id) = self.trie.get(filter) else {
+            return;
+        };
+        let set = &mut self.shards[id.index()];
+        set[shard / 64] &= !(1 << (shard % 64));
+        if set.iter().all(|&w| w == 0) {
+            self.trie.remove(filter);
+        }
+    }
+
+    /// The other shards with a subscriber of some filter matching `topic`, each once.
+    pub fn matching_shards(&self, topic: &str, matches: &mut Matches, out: &mut Vec<ShardId>) {
+        if self.trie.is_empty() {
+            return;
+        }
+        self.trie.matches(topic, matches);
+        let mut set: ShardSet = [0; SHARDS_MAX / 64];
+        for id in matches.ids() {
+            for (w, bits) in set.iter_mut().zip(&self.shards[id.index()]) {
+                *w |= bits;
+            }
+        }
+        for (i, &w) in set.iter().enumerate() {
+            let mut w = w;
+            while w != 0 {
+                out.push(i * 64 + w.trailing_zeros() as usize);
+                w &= w - 1;
+            }
+        }
+    }
+}
+
+impl Broker {
+    pub(super) fn handle_subscribe(&mut self, id: ConnId, key: ClientKey, s: Subscribe) -> Flow {
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for (filter, options) in &s.filters {
+            let topic = parse_subscription(filter, self.settings.max_topic_levels);
+            if let Ok(SubscriptionTopic::Shared { .. }) = topic {
+                if options.no_local {
+                    // [MQTT-3.8.3-4]: No Local on a shared subscription is a Protocol Error.
+                    return self.violation(id, ReasonCode::ProtocolError);
+                }
+            }
+            let reason = match topic {
+                Err(_) => ReasonCode::TopicFilterInvalid,
+                // Shared and exclusive subscriptions arrive with the EMQX extensions (issue 4).
+                Ok(SubscriptionTopic::Shared { .. }) => ReasonCode::SharedSubscriptionsNotSupported,
+                Ok(SubscriptionTopic::Exclusive(_)) => ReasonCode::TopicFilterInvalid,
+                Ok(SubscriptionTopic::Plain(f)) if has_wildcards(f) && !self.settings.wildcard_subscription => {
+                    ReasonCode::WildcardSubscriptionsNotSupported
+                }
+                Ok(SubscriptionTopic::Plain(_)) => {
+                    let opts = SubOpts {
+                        qos: options.qos.min(self.settings.max_qos_allowed),
+                        no_local: options.no_local,
+                        retain_as_published: options.retain_as_published,
+                        subscription_id: s.properties.subscription_identifier,
+                    };
+                    match self.add_sub(key, filter, opts) {
+                        None => ReasonCode::QuotaExceeded,
+                        Some(existed) => {
+                            let send = match options.retain_handling {
+                                RetainHandling::SendOnSubscribe => true,
+                                RetainHandling::SendIfNew => !existed,
+                                RetainHandling::DoNotSend => false,
+                            };
+                            if send {
+                                retained.push((filter.clone(), opts));
+                            }
+                            granted(opts.qos)
+                        }
+                    }
+                }
+            };
+            reasons.push(reason);
+        }
+        let ack = SubAck {
+            packet_id: s.packet_id,
+            properties: Default::default(),
+            reasons,
+        };
+        self.send(id, &Packet::SubAck(ack));
+        // Retained messages follow the SUBACK.
+        for (filter, opts) in retained {
+            self.query_retained(key, filter, opts);
+        }
+        Flow::Continue
+    }
+
+    /// Adds or replaces a subscription; `Some(existed)`, or `None` over `max_subscriptions`.
+    fn add_sub(&mut self, key: ClientKey, filter: &MqttStr, opts: SubOpts) -> Option<bool> {
+        let client = &mut self.clients[key as usize];
+        let existed = match client.subs.iter_mut().find(|s| s.filter == *filter) {
+            Some(sub) => {
+                sub.opts = opts;
+                true
+            }
+            None => {
+                if self.settings.max_subscriptions.is_some_and(|max| client.subs.len() >= max) {
+                    return None;
+                }
+                client.subs.push(Sub {
+                    filter: filter.clone(),
+                    opts,
+                });
+                false
+            }
+        };
+        if self.local.add(filter, key, opts) {
+            let f = filter.clone();
+            self.broadcast(|| MeshMsg::RouteAdd(f.clone()));
+        }
+        Some(existed)
+    }
+
+    pub(super) fn handle_unsubscribe(&mut self, id: ConnId, key: ClientKey, u: Unsubscribe) -> Flow {
+        let mut reasons = Vec::with_capacity(u.filters.len());
+        for filter in &u.filters {
+            let client = &mut self.clients[key as usize];
+            let before = client.subs.len();
+            client.subs.retain(|s| s.filter != *filter);
+            let reason = if client.subs.len() < before {
+                self.remove_local_sub(key, filter);
+                ReasonCode::Success
+            } else {
+                ReasonCode::NoSubscriptionExisted
+            };
+            reasons.push(reason);
+        }
+        let ack = UnsubAck {
+            packet_id: u.packet_id,
+            properties: Default::default(),
+            reasons,
+        };
+        self.send(id, &Packet::UnsubAck(ack));
+        Flow::Continue
+    }
+
+    pub(super) fn remove_local_sub(&mut self, key: ClientKey, filter: &MqttStr) {
+        if self.local.remove(filter, key) {
+            let f = filter.clone();
+            self.broadcast(|| MeshMsg::RouteDel(f.clone()));
+        }
+    }
+
+    /// Asks the shards that may hold retained messages matching `filter`: the topic's retain
+    /// shard for an exact filter, every shard for a wildcard filter.
+    fn query_retained(&mut self, key: ClientKey, filter: MqttStr, opts: SubOpts) {
+        if !self.settings.retainer_enable {
+            return;
+        }
+        let target = RetainedTarget {
+            shard: self.shard,
+            client: key,
+            generation: self.clients[key as usize].generation,
+            qos: opts.qos,
+            subscription_id: opts.subscription_id,
+        };
+        let shards: Vec<ShardId> = if has_wildcards(&filter) {
+            (0..self.nr_shards).collect()
+        } else {
+            vec![retain_shard(&filter, self.nr_shards)]
+        };
+        for dest in shards {
+            let q = RetainedQuery {
+                target: target.clone(),
+                filter: filter.clone(),
+            };
+            if dest == self.shard {
+                self.answer_retained_query(q);
+            } else {
+                self.send_mesh(dest, MeshMsg::RetainedQuery(Box::new(q)));
+            }
+        }
+    }
+
+    pub(super) fn answer_retained_query(&mut self, q: RetainedQuery) {
+        let messages = self.retained.matching(&q.filter, self.now_ms);
+        if messages.is_empty() {
+            return;
+        }
+        if q.target.shard == self.shard {
+            self.deliver_retained(q.target, messages);
+        } else {
+            let reply = super::mesh::RetainedReply {
+                target: q.target,
+                messages,
+            };
+            self.send_mesh(reply.target.shard, MeshMsg::RetainedReply(Box::new(reply)));
+        }
+    }
+
+    pub(super) fn deliver_retained(&mut self, target: RetainedTarget, messages: Vec<Arc<Message>>) {
+        let key = target.client;
+        let current = self.clients.get(key as usize).is_some_and(|c| c.generation == target.generation);
+        if !current {
+            return;
+        }
+        for msg in messages {
+            let opts = DeliveryOpts {
+                qos: target.qos,
+                retain_as_published: true,
+                subscription_id: target.subscription_id,
+                retained_on_subscribe: true,
+            };
+            self.deliver_to(key, msg, opts);
+        }
+    }
+}
+
+fn granted(qos: QoS) -> ReasonCode {
+    match qos {
+        QoS::AtMostOnce => ReasonCode::Success,
+        QoS::AtLeastOnce => ReasonCode::GrantedQos1,
+        QoS::ExactlyOnce => ReasonCode::GrantedQos2,
+    }
+}

@@ -1,0 +1,40 @@
+//! Every bound on a queue, a loop or a buffer that is not a user-facing config key, in one place.
+//! Plain constants; used by every shard.
+
+/// Batches of mesh messages one shard may have in flight to another (the SPSC ring's capacity;
+/// glommio rounds it up to a power of two). A full ring back-pressures the producer.
+pub const MESH_CHANNEL_BATCHES: usize = 1024;
+
+/// Mesh messages a shard collects for one destination before the publishing connection stops
+/// reading its socket until the flusher has sent them.
+pub const MESH_OUTBOX_MESSAGES_MAX: usize = 64 * 1024;
+
+/// Messages in one mesh batch at the most (a larger outbox is sent in several batches).
+pub const MESH_BATCH_MESSAGES_MAX: usize = 1024;
+
+/// Bytes read from one socket in one turn before other connections get their turn.
+pub const READ_TURN_BYTES_MAX: usize = 64 * 1024;
+
+/// Bytes reserved in a connection's receive buffer for one read.
+pub const READ_CHUNK_BYTES: usize = 4 * 1024;
+
+/// A receive buffer that is empty and at least this large is released, so an idle connection
+/// holds no buffer.
+pub const READ_BUFFER_KEEP_BYTES: usize = 16 * 1024;
+
+/// Bytes queued for one client socket above which QoS 0 messages to it are dropped (and
+/// counted): a stalled subscriber cannot grow broker memory. QoS 1/2 are bounded by the in-flight
+/// window and the session's message queue instead.
+pub const WRITE_QUEUE_BYTES_MAX: usize = 1024 * 1024;
+
+/// Length of the per-shard timer wheel in one-second ticks; longer deadlines are re-filed lazily.
+pub const WHEEL_SLOTS: usize = 512;
+
+/// Time a client gets after DISCONNECT from the server to read it before the socket is closed.
+pub const CLOSE_LINGER_MS: u64 = 100;
+
+/// How long shutdown waits for connections to flush their DISCONNECT before the process exits.
+pub const SHUTDOWN_GRACE_MS: u64 = 2_000;
+
+/// Shards at the most (the route table keeps a shard set as a bitmap of this many bits).
+pub const SHARDS_MAX: usize = 256;
