@@ -1,0 +1,689 @@
+//! Tests of the session state machine (outbound delivery, acks, lifecycle, inbound QoS and
+//! aliases) as seen through the packets it pushes. Pure; no shard needed.
+
+use std::num::{NonZeroU16, NonZeroU32};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::protocol::{Ack, ProtocolVersion, Publish, PublishProperties, ReasonCode};
+
+fn pid(n: u16) -> NonZeroU16 {
+    NonZeroU16::new(n).unwrap()
+}
+
+fn msg_props(topic: &str, qos: QoS, payload: &str, props: PublishProperties) -> Arc<Message> {
+    let p = Publish {
+        qos,
+        topic: topic.into(),
+        packet_id: (qos != QoS::AtMostOnce).then(|| pid(1)),
+        properties: props,
+        payload: Bytes::copy_from_slice(payload.as_bytes()),
+        ..Default::default()
+    };
+    Arc::new(Message::from_publish(p, 1, 0, None))
+}
+
+fn msg(qos: QoS, payload: &str) -> Arc<Message> {
+    msg_props("t/1", qos, payload, PublishProperties::default())
+}
+
+fn opts(qos: QoS) -> DeliveryOpts {
+    DeliveryOpts {
+        qos,
+        ..Default::default()
+    }
+}
+
+fn v5(receive_maximum: u16) -> ClientLimits {
+    ClientLimits {
+        receive_maximum,
+        ..ClientLimits::unlimited(ProtocolVersion::V5)
+    }
+}
+
+fn session(cfg: SessionConfig, client: ClientLimits) -> Session {
+    Session::new(cfg, client)
+}
+
+/// A compact view of pushed packets: ("P", pid, dup, payload) for PUBLISH, ("REL", pid, ..).
+fn view(out: &mut Vec<Packet>) -> Vec<(&'static str, u16, bool, String)> {
+    out.drain(..)
+        .map(|p| match p {
+            Packet::Publish(p) => (
+                "P",
+                p.packet_id.map_or(0, |i| i.get()),
+                p.dup,
+                String::from_utf8(p.payload.to_vec()).unwrap(),
+            ),
+            Packet::PubRel(a) => ("REL", a.packet_id.get(), false, format!("{:?}", a.reason)),
+            Packet::PubComp(a) => ("COMP", a.packet_id.get(), false, format!("{:?}", a.reason)),
+            Packet::PubRec(a) => ("REC", a.packet_id.get(), false, format!("{:?}", a.reason)),
+            Packet::PubAck(a) => ("ACK", a.packet_id.get(), false, format!("{:?}", a.reason)),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect()
+}
+
+fn p(id: u16, dup: bool, payload: &str) -> (&'static str, u16, bool, String) {
+    ("P", id, dup, payload.to_string())
+}
+
+#[test]
+fn session_is_small() {
+    let n = std::mem::size_of::<Session>();
+    assert!(n <= 136, "size_of::<Session>() = {n}");
+}
+
+#[test]
+fn window_is_min_of_receive_maximum_and_max_inflight() {
+    // (client receive maximum, max_inflight, expected window)
+    for (rm, mi, want) in [(3, 32, 3), (65535, 2, 2), (1, 1, 1)] {
+        let cfg = SessionConfig {
+            max_inflight: mi,
+            ..Default::default()
+        };
+        let mut s = session(cfg, v5(rm));
+        let mut out = Vec::new();
+        for i in 0..want + 2 {
+            s.deliver(
+                msg(QoS::AtLeastOnce, &i.to_string()),
+                opts(QoS::AtLeastOnce),
+                0,
+                &mut out,
+            );
+        }
+        assert_eq!(
+            (s.inflight_len(), s.queue_len()),
+            (want as usize, 2),
+            "rm={rm} mi={mi}"
+        );
+        assert_eq!(out.len(), want as usize);
+    }
+}
+
+#[test]
+fn window_fills_then_queue_drains_in_order_on_puback() {
+    let mut s = session(SessionConfig::default(), v5(3));
+    let mut out = Vec::new();
+    for i in 0..6 {
+        let o = s.deliver(
+            msg(QoS::AtLeastOnce, &i.to_string()),
+            opts(QoS::AtLeastOnce),
+            0,
+            &mut out,
+        );
+        assert_eq!(
+            o,
+            if i < 3 {
+                Outcome::Sent
+            } else {
+                Outcome::Queued
+            }
+        );
+    }
+    assert_eq!(
+        view(&mut out),
+        [p(1, false, "0"), p(2, false, "1"), p(3, false, "2")]
+    );
+    // QoS 0 bypasses the full window.
+    assert_eq!(
+        s.deliver(
+            msg(QoS::AtMostOnce, "q0"),
+            opts(QoS::AtLeastOnce),
+            0,
+            &mut out
+        ),
+        Outcome::Sent
+    );
+    assert_eq!(view(&mut out), [p(0, false, "q0")]);
+    assert!(s.on_puback(pid(2), 0, &mut out));
+    assert_eq!(view(&mut out), [p(4, false, "3")]);
+    assert!(s.on_puback(pid(1), 0, &mut out));
+    assert!(s.on_puback(pid(3), 0, &mut out));
+    assert_eq!(view(&mut out), [p(5, false, "4"), p(6, false, "5")]);
+    assert!(!s.on_puback(pid(2), 0, &mut out), "already acked");
+    assert!(out.is_empty());
+    assert_eq!(
+        (s.inflight_len(), s.queue_len(), s.counters().acked),
+        (3, 0, 3)
+    );
+    assert_eq!(s.counters().delivered, 7);
+}
+
+#[test]
+fn qos2_outbound_pubrec_pubrel_pubcomp() {
+    let mut s = session(SessionConfig::default(), v5(1));
+    let mut out = Vec::new();
+    s.deliver(
+        msg(QoS::ExactlyOnce, "a"),
+        opts(QoS::ExactlyOnce),
+        0,
+        &mut out,
+    );
+    s.deliver(
+        msg(QoS::ExactlyOnce, "b"),
+        opts(QoS::ExactlyOnce),
+        0,
+        &mut out,
+    );
+    assert_eq!(view(&mut out), [p(1, false, "a")]);
+    assert!(
+        !s.on_puback(pid(1), 0, &mut out),
+        "PUBACK does not complete QoS 2"
+    );
+    assert!(!s.on_pubcomp(pid(1), 0, &mut out), "PUBCOMP before PUBREC");
+    assert!(s.on_pubrec(pid(1), ReasonCode::Success, 0, &mut out));
+    assert_eq!(view(&mut out), [("REL", 1, false, "Success".into())]);
+    // Still holds the window slot until PUBCOMP; a repeated PUBREC gets PUBREL again.
+    assert_eq!((s.inflight_len(), s.queue_len()), (1, 1));
+    assert!(s.on_pubrec(pid(1), ReasonCode::Success, 0, &mut out));
+    assert_eq!(view(&mut out), [("REL", 1, false, "Success".into())]);
+    assert!(s.on_pubcomp(pid(1), 0, &mut out));
+    assert_eq!(view(&mut out), [p(2, false, "b")]);
+    // An error PUBREC ends the flow and frees the id, no PUBREL.
+    assert!(s.on_pubrec(pid(2), ReasonCode::UnspecifiedError, 0, &mut out));
+    assert!(out.is_empty());
+    assert_eq!(s.inflight_len(), 0);
+    assert_eq!(s.counters().acked, 1);
+    // Unknown PUBREC → PUBREL 0x92.
+    assert!(!s.on_pubrec(pid(9), ReasonCode::Success, 0, &mut out));
+    assert_eq!(
+        view(&mut out),
+        [("REL", 9, false, "PacketIdentifierNotFound".into())]
+    );
+}
+
+#[test]
+fn resume_resends_inflight_with_dup_in_order_including_pubrel() {
+    let mut s = session(SessionConfig::default(), v5(3));
+    let mut out = Vec::new();
+    s.deliver(
+        msg(QoS::AtLeastOnce, "m0"),
+        opts(QoS::AtLeastOnce),
+        0,
+        &mut out,
+    );
+    s.deliver(
+        msg(QoS::ExactlyOnce, "m1"),
+        opts(QoS::ExactlyOnce),
+        0,
+        &mut out,
+    );
+    s.deliver(
+        msg(QoS::AtLeastOnce, "m2"),
+        opts(QoS::AtLeastOnce),
+        0,
+        &mut out,
+    );
+    s.deliver(
+        msg(QoS::AtLeastOnce, "m3"),
+        opts(QoS::AtLeastOnce),
+        0,
+        &mut out,
+    );
+    s.on_pubrec(pid(2), ReasonCode::Success, 0, &mut out);
+    out.clear();
+    s.disconnect();
+    assert!(!s.is_connected());
+    assert_eq!(
+        s.deliver(
+            msg(QoS::AtMostOnce, "m4"),
+            opts(QoS::AtMostOnce),
+            0,
+            &mut out
+        ),
+        Outcome::Queued
+    );
+    assert!(out.is_empty());
+    s.resume(v5(10), 0, &mut out);
+    assert_eq!(
+        view(&mut out),
+        [
+            p(1, true, "m0"),
+            ("REL", 2, false, "Success".into()),
+            p(3, true, "m2"),
+            p(4, false, "m3"),
+            p(0, false, "m4"),
+        ]
+    );
+    assert_eq!((s.counters().resent, s.inflight_len()), (2, 4));
+}
+
+#[test]
+fn queue_overflow_drops_oldest_and_counts() {
+    let cfg = SessionConfig {
+        max_mqueue_len: 3,
+        ..Default::default()
+    };
+    let mut s = session(cfg, v5(10));
+    s.disconnect();
+    let mut out = Vec::new();
+    for i in 0..5 {
+        let o = s.deliver(
+            msg(QoS::AtLeastOnce, &i.to_string()),
+            opts(QoS::AtLeastOnce),
+            0,
+            &mut out,
+        );
+        assert_eq!(o, Outcome::Queued);
+    }
+    assert_eq!((s.queue_len(), s.counters().dropped_queue_full), (3, 2));
+    s.resume(v5(10), 0, &mut out);
+    assert_eq!(
+        view(&mut out),
+        [p(1, false, "2"), p(2, false, "3"), p(3, false, "4")]
+    );
+}
+
+#[test]
+fn qos0_storage_follows_mqueue_store_qos0() {
+    // (store_qos0, connected, granted, expected outcome)
+    let table = [
+        (true, false, QoS::AtMostOnce, Outcome::Queued),
+        (
+            false,
+            false,
+            QoS::AtMostOnce,
+            Outcome::Dropped(DropReason::Qos0NotStored),
+        ),
+        (false, true, QoS::AtMostOnce, Outcome::Sent),
+        (false, false, QoS::AtLeastOnce, Outcome::Queued),
+    ];
+    for (store, connected, granted, want) in table {
+        let cfg = SessionConfig {
+            mqueue_store_qos0: store,
+            ..Default::default()
+        };
+        let mut s = session(cfg, v5(10));
+        if !connected {
+            s.disconnect();
+        }
+        let mut out = Vec::new();
+        // A QoS 1 message to a QoS 0 subscription is QoS 0 for this subscriber.
+        let o = s.deliver(msg(QoS::AtLeastOnce, "x"), opts(granted), 0, &mut out);
+        assert_eq!(
+            o, want,
+            "store={store} connected={connected} granted={granted:?}"
+        );
+        let dropped = matches!(want, Outcome::Dropped(_));
+        assert_eq!(s.counters().dropped_qos0, u64::from(dropped));
+    }
+}
+
+#[test]
+fn expired_messages_dropped_from_queue_and_remaining_interval_forwarded() {
+    let mut s = session(SessionConfig::default(), v5(10));
+    s.disconnect();
+    let mut out = Vec::new();
+    let with_expiry = |secs: u32, payload: &str| {
+        let props = PublishProperties {
+            message_expiry_interval: Some(secs),
+            ..Default::default()
+        };
+        msg_props("t/1", QoS::AtLeastOnce, payload, props)
+    };
+    s.deliver(
+        with_expiry(2, "short"),
+        opts(QoS::AtLeastOnce),
+        1_000,
+        &mut out,
+    );
+    s.deliver(
+        with_expiry(10, "long"),
+        opts(QoS::AtLeastOnce),
+        1_000,
+        &mut out,
+    );
+    s.resume(v5(10), 3_500, &mut out);
+    assert_eq!(out.len(), 1);
+    let Packet::Publish(pb) = &out[0] else {
+        panic!()
+    };
+    assert_eq!(pb.payload, "long");
+    // Published at 0 with 10 s; at 3.5 s, 6.5 s remain → 7 (rounded up).
+    assert_eq!(pb.properties.message_expiry_interval, Some(7));
+    assert_eq!(s.counters().dropped_expired, 1);
+    // Already expired when routed.
+    let o = s.deliver(
+        with_expiry(1, "late"),
+        opts(QoS::AtLeastOnce),
+        1_001,
+        &mut out,
+    );
+    assert_eq!(o, Outcome::Dropped(DropReason::Expired));
+    assert_eq!(s.counters().dropped_expired, 2);
+}
+
+#[test]
+fn message_larger_than_client_maximum_packet_size_is_dropped() {
+    let m = msg(QoS::AtLeastOnce, "0123456789");
+    let exact = Packet::Publish(m.to_publish(
+        &opts(QoS::AtLeastOnce),
+        Some(pid(1)),
+        0,
+        ProtocolVersion::V5,
+    ))
+    .encoded_len(ProtocolVersion::V5)
+    .unwrap() as u32;
+    // (maximum packet size, expected)
+    for (max, want) in [
+        (exact, Outcome::Sent),
+        (exact - 1, Outcome::Dropped(DropReason::TooLarge)),
+    ] {
+        let client = ClientLimits {
+            maximum_packet_size: max,
+            ..v5(10)
+        };
+        let mut s = session(SessionConfig::default(), client);
+        let mut out = Vec::new();
+        assert_eq!(
+            s.deliver(m.clone(), opts(QoS::AtLeastOnce), 0, &mut out),
+            want,
+            "max={max}"
+        );
+        let sent = want == Outcome::Sent;
+        assert_eq!(
+            (out.len(), s.inflight_len()),
+            (usize::from(sent), usize::from(sent))
+        );
+        assert_eq!(s.counters().dropped_too_large, u64::from(!sent));
+    }
+}
+
+#[test]
+fn qos_downgraded_to_granted() {
+    let mut s = session(SessionConfig::default(), v5(10));
+    let mut out = Vec::new();
+    for (mq, granted, want) in [
+        (QoS::ExactlyOnce, QoS::AtLeastOnce, QoS::AtLeastOnce),
+        (QoS::ExactlyOnce, QoS::AtMostOnce, QoS::AtMostOnce),
+        (QoS::AtLeastOnce, QoS::ExactlyOnce, QoS::AtLeastOnce),
+    ] {
+        s.deliver(msg(mq, "x"), opts(granted), 0, &mut out);
+        let Some(Packet::Publish(pb)) = out.pop() else {
+            panic!()
+        };
+        assert_eq!(pb.qos, want);
+    }
+}
+
+#[test]
+fn packet_ids_wrap_and_skip_ids_in_use() {
+    let mut s = session(
+        SessionConfig {
+            max_inflight: 100,
+            ..Default::default()
+        },
+        v5(100),
+    );
+    let mut out = Vec::new();
+    let mut send = |s: &mut Session| {
+        s.deliver(
+            msg(QoS::AtLeastOnce, "x"),
+            opts(QoS::AtLeastOnce),
+            0,
+            &mut out,
+        );
+        let Some(Packet::Publish(pb)) = out.pop() else {
+            panic!()
+        };
+        pb.packet_id.unwrap().get()
+    };
+    assert_eq!((send(&mut s), send(&mut s), send(&mut s)), (1, 2, 3));
+    s.on_puback(pid(2), 0, &mut Vec::new());
+    s.next_pid = 65534;
+    // 65535, then wrap: 1 in use, 2 free, 3 in use, 4.
+    assert_eq!([send(&mut s), send(&mut s), send(&mut s)], [65535, 2, 4]);
+}
+
+#[test]
+fn take_pending_returns_unreleased_qos12_in_order() {
+    let mut s = session(SessionConfig::default(), v5(2));
+    let mut out = Vec::new();
+    s.deliver(
+        msg(QoS::ExactlyOnce, "rec"),
+        opts(QoS::ExactlyOnce),
+        0,
+        &mut out,
+    );
+    s.deliver(
+        msg(QoS::AtLeastOnce, "fly"),
+        opts(QoS::AtLeastOnce),
+        0,
+        &mut out,
+    );
+    s.deliver(
+        msg(QoS::AtLeastOnce, "q1"),
+        opts(QoS::AtLeastOnce),
+        0,
+        &mut out,
+    );
+    s.disconnect();
+    s.deliver(
+        msg(QoS::AtMostOnce, "q0"),
+        opts(QoS::AtMostOnce),
+        0,
+        &mut out,
+    );
+    s.deliver(
+        msg(QoS::ExactlyOnce, "q2"),
+        opts(QoS::ExactlyOnce),
+        0,
+        &mut out,
+    );
+    s.on_pubrec(pid(1), ReasonCode::Success, 0, &mut out);
+    let got: Vec<_> = s.take_pending().map(|m| m.payload.clone()).collect();
+    assert_eq!(got, ["fly", "q1", "q2"]);
+    assert_eq!((s.inflight_len(), s.queue_len()), (0, 0));
+    s.compact();
+    assert!(s.state.is_none(), "empty state is freed");
+}
+
+#[test]
+fn outbound_topic_aliases_first_come_then_full_topic() {
+    let client = ClientLimits {
+        topic_alias_maximum: 2,
+        ..v5(100)
+    };
+    let mut s = session(SessionConfig::default(), client);
+    let mut out = Vec::new();
+    let mut send = |s: &mut Session, topic: &str| {
+        let m = msg_props(topic, QoS::AtMostOnce, "x", PublishProperties::default());
+        s.deliver(m, opts(QoS::AtMostOnce), 0, &mut out);
+        let Some(Packet::Publish(pb)) = out.pop() else {
+            panic!()
+        };
+        (
+            pb.topic.to_string(),
+            pb.properties.topic_alias.map(|a| a.get()),
+        )
+    };
+    let table = [
+        ("a", ("a", Some(1))),
+        ("b", ("b", Some(2))),
+        ("a", ("", Some(1))),
+        ("c", ("c", None)),
+        ("b", ("", Some(2))),
+    ];
+    for (topic, (want_topic, want_alias)) in table {
+        assert_eq!(
+            send(&mut s, topic),
+            (want_topic.to_string(), want_alias),
+            "{topic}"
+        );
+    }
+    // Aliases are per connection.
+    s.disconnect();
+    s.resume(client, 0, &mut Vec::new());
+    assert_eq!(send(&mut s, "b"), ("b".to_string(), Some(1)));
+    // No aliases for a client that allows none.
+    let mut s = session(SessionConfig::default(), v5(100));
+    assert_eq!(send(&mut s, "a"), ("a".to_string(), None));
+}
+
+#[test]
+fn v3_session_ignores_properties() {
+    let client = ClientLimits::unlimited(ProtocolVersion::V311);
+    let mut s = session(SessionConfig::default(), client);
+    let props = PublishProperties {
+        message_expiry_interval: Some(60),
+        content_type: Some("x".into()),
+        ..Default::default()
+    };
+    let m = msg_props("t", QoS::AtLeastOnce, "x", props);
+    let o = DeliveryOpts {
+        subscription_ids: SubIds::One(NonZeroU32::new(5).unwrap()),
+        ..opts(QoS::AtLeastOnce)
+    };
+    let mut out = Vec::new();
+    s.deliver(m, o, 0, &mut out);
+    let Some(Packet::Publish(pb)) = out.pop() else {
+        panic!()
+    };
+    assert_eq!(pb.properties, PublishProperties::default());
+    assert_eq!(pb.topic, "t");
+    // No reason codes below 5.0: unknown PUBREC / PUBREL are answered plainly.
+    s.on_pubrec(pid(7), ReasonCode::Success, 0, &mut out);
+    s.on_pubrel(pid(8), &mut out);
+    assert_eq!(
+        out,
+        [
+            Packet::PubRel(Ack::new(pid(7))),
+            Packet::PubComp(Ack::new(pid(8)))
+        ]
+    );
+}
+
+#[test]
+fn inbound_qos2_duplicates_suppressed_and_pubrel_completes() {
+    let mut s = session(SessionConfig::default(), v5(10));
+    let mut out = Vec::new();
+    assert_eq!(s.on_inbound_qos2(pid(1), 0), Ok(Qos2Inbound::New));
+    assert_eq!(s.on_inbound_qos2(pid(1), 0), Ok(Qos2Inbound::Duplicate));
+    s.ack_inbound_qos2(pid(1), ReasonCode::Success, &mut out);
+    assert!(s.on_pubrel(pid(1), &mut out));
+    assert!(!s.on_pubrel(pid(1), &mut out));
+    assert_eq!(
+        view(&mut out),
+        [
+            ("REC", 1, false, "Success".into()),
+            ("COMP", 1, false, "Success".into()),
+            ("COMP", 1, false, "PacketIdentifierNotFound".into()),
+        ]
+    );
+    // After PUBCOMP the id is new again; an error PUBREC forgets it as well.
+    assert_eq!(s.on_inbound_qos2(pid(1), 0), Ok(Qos2Inbound::New));
+    s.ack_inbound_qos2(pid(1), ReasonCode::NotAuthorized, &mut out);
+    assert_eq!(s.on_inbound_qos2(pid(1), 0), Ok(Qos2Inbound::New));
+}
+
+#[test]
+fn inbound_qos2_await_rel_timeout_and_full() {
+    let cfg = SessionConfig {
+        max_awaiting_rel: 2,
+        await_rel_timeout_ms: 1_000,
+        ..Default::default()
+    };
+    let mut s = session(cfg, v5(10));
+    let mut out = Vec::new();
+    assert_eq!(s.next_deadline(), None);
+    assert_eq!(s.on_inbound_qos2(pid(1), 0), Ok(Qos2Inbound::New));
+    assert_eq!(s.on_inbound_qos2(pid(2), 500), Ok(Qos2Inbound::New));
+    assert_eq!(s.on_inbound_qos2(pid(3), 500), Ok(Qos2Inbound::Full));
+    assert_eq!(s.counters().dropped_awaiting_full, 1);
+    s.ack_inbound_qos2(pid(3), ReasonCode::QuotaExceeded, &mut out);
+    assert_eq!(view(&mut out), [("REC", 3, false, "QuotaExceeded".into())]);
+    assert_eq!(s.next_deadline(), Some(1_000));
+    assert_eq!(s.tick(999), 0);
+    assert_eq!(s.tick(1_000), 1);
+    assert_eq!(s.next_deadline(), Some(1_500));
+    assert!(!s.on_pubrel(pid(1), &mut out), "expired id is unknown");
+    assert!(s.on_pubrel(pid(2), &mut out));
+    assert_eq!(s.counters().awaiting_rel_expired, 1);
+    assert_eq!(s.awaiting_rel_len(), 0);
+}
+
+#[test]
+fn inbound_receive_maximum_exceeded() {
+    let cfg = SessionConfig {
+        server_receive_maximum: 2,
+        ..Default::default()
+    };
+    let mut s = session(cfg, v5(10));
+    let mut out = Vec::new();
+    assert_eq!(s.on_inbound_qos1(), Ok(()));
+    assert_eq!(s.on_inbound_qos2(pid(2), 0), Ok(Qos2Inbound::New));
+    assert_eq!(s.on_inbound_qos1(), Err(ReasonCode::ReceiveMaximumExceeded));
+    assert_eq!(
+        s.on_inbound_qos2(pid(3), 0),
+        Err(ReasonCode::ReceiveMaximumExceeded)
+    );
+    // A duplicate on the same connection takes no extra quota.
+    assert_eq!(s.on_inbound_qos2(pid(2), 0), Ok(Qos2Inbound::Duplicate));
+    s.ack_inbound_qos1(pid(1), ReasonCode::Success, &mut out);
+    assert_eq!(s.on_inbound_qos1(), Ok(()));
+    assert_eq!(s.on_inbound_qos1(), Err(ReasonCode::ReceiveMaximumExceeded));
+    // The quota is per connection; the kept QoS 2 id counts again when resent.
+    s.disconnect();
+    s.resume(v5(10), 0, &mut out);
+    assert_eq!(s.on_inbound_qos2(pid(2), 0), Ok(Qos2Inbound::Duplicate));
+    assert_eq!(s.on_inbound_qos1(), Ok(()));
+    assert_eq!(s.on_inbound_qos1(), Err(ReasonCode::ReceiveMaximumExceeded));
+    assert!(s.on_pubrel(pid(2), &mut out));
+    assert_eq!(s.on_inbound_qos1(), Ok(()));
+}
+
+#[test]
+fn inbound_topic_alias_cases() {
+    let cfg = SessionConfig {
+        max_topic_alias: 10,
+        ..Default::default()
+    };
+    let mut s = session(cfg, v5(10));
+    let publish = |topic: &str, alias: u16| Publish {
+        topic: topic.into(),
+        properties: PublishProperties {
+            topic_alias: NonZeroU16::new(alias),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    // (topic, alias, expected result, expected topic afterwards)
+    let table: [(&str, u16, Result<(), ReasonCode>, &str); 7] = [
+        ("", 1, Err(ReasonCode::ProtocolError), ""),
+        ("a/b", 11, Err(ReasonCode::TopicAliasInvalid), "a/b"),
+        ("a/b", 1, Ok(()), "a/b"),
+        ("", 1, Ok(()), "a/b"),
+        ("", 2, Err(ReasonCode::ProtocolError), ""),
+        ("c", 1, Ok(()), "c"),
+        ("", 1, Ok(()), "c"),
+    ];
+    for (topic, alias, want, want_topic) in table {
+        let mut pb = publish(topic, alias);
+        assert_eq!(s.resolve_topic_alias(&mut pb), want, "{topic:?} {alias}");
+        assert_eq!(pb.topic, want_topic);
+    }
+    let mut plain = publish("x", 0);
+    assert_eq!(s.resolve_topic_alias(&mut plain), Ok(()));
+    // Inbound aliases are per connection too.
+    s.disconnect();
+    s.resume(v5(10), 0, &mut Vec::new());
+    assert_eq!(
+        s.resolve_topic_alias(&mut publish("", 1)),
+        Err(ReasonCode::ProtocolError)
+    );
+    // An advertised maximum of 0 allows none.
+    let mut s = session(
+        SessionConfig {
+            max_topic_alias: 0,
+            ..Default::default()
+        },
+        v5(10),
+    );
+    assert_eq!(
+        s.resolve_topic_alias(&mut publish("a", 1)),
+        Err(ReasonCode::TopicAliasInvalid)
+    );
+}
