@@ -9,8 +9,8 @@
 //! [`Session`] struct and its lifecycle (connect, disconnect, resume, shared-subscription
 //! hand-back).
 //!
-//! Memory: a session is a fixed ~130-byte struct; every queue and map lives in one boxed
-//! [`State`] that is allocated on first use and freed again by [`Session::compact`] once empty.
+//! Memory: a session is a fixed 128-byte struct (asserted in the tests); every queue and map lives in one boxed
+//! `State` that is allocated on first use and freed again by [`Session::compact`] once empty.
 //! Look-ups by packet id are linear scans of the in-flight window / awaiting-rel list (bounded by
 //! `max_inflight` and `max_awaiting_rel`, 32 and 100 by default), which beats a hash map at these
 //! sizes and keeps send order for free. There are no timers: the caller's per-shard wheel asks
@@ -30,7 +30,7 @@ use std::sync::Arc;
 
 use hashbrown::HashMap;
 
-use crate::protocol::{MqttStr, Packet, QoS};
+use crate::protocol::{Ack, MqttStr, Packet, QoS};
 
 pub use config::{ClientLimits, Counters, SessionConfig};
 pub use inbound::Qos2Inbound;
@@ -205,7 +205,7 @@ impl Session {
             let f = &mut self.state_mut().inflight[i];
             let pid = f.pid;
             let Some(d) = f.delivery.take() else {
-                out.push(Packet::PubRel(crate::protocol::Ack::new(pid)));
+                out.push(Packet::PubRel(Ack::new(pid)));
                 i += 1;
                 continue;
             };

@@ -1,74 +1,6 @@
-//! Tests of the session state machine (outbound delivery, acks, lifecycle, inbound QoS and
-//! aliases) as seen through the packets it pushes. Pure; no shard needed.
-
-use std::num::{NonZeroU16, NonZeroU32};
-use std::sync::Arc;
-
-use bytes::Bytes;
+//! Outbound delivery, acks and session lifecycle tests for the session of a client's home shard.
 
 use super::*;
-use crate::protocol::{Ack, ProtocolVersion, Publish, PublishProperties, ReasonCode};
-
-fn pid(n: u16) -> NonZeroU16 {
-    NonZeroU16::new(n).unwrap()
-}
-
-fn msg_props(topic: &str, qos: QoS, payload: &str, props: PublishProperties) -> Arc<Message> {
-    let p = Publish {
-        qos,
-        topic: topic.into(),
-        packet_id: (qos != QoS::AtMostOnce).then(|| pid(1)),
-        properties: props,
-        payload: Bytes::copy_from_slice(payload.as_bytes()),
-        ..Default::default()
-    };
-    Arc::new(Message::from_publish(p, 1, 0, None))
-}
-
-fn msg(qos: QoS, payload: &str) -> Arc<Message> {
-    msg_props("t/1", qos, payload, PublishProperties::default())
-}
-
-fn opts(qos: QoS) -> DeliveryOpts {
-    DeliveryOpts {
-        qos,
-        ..Default::default()
-    }
-}
-
-fn v5(receive_maximum: u16) -> ClientLimits {
-    ClientLimits {
-        receive_maximum,
-        ..ClientLimits::unlimited(ProtocolVersion::V5)
-    }
-}
-
-fn session(cfg: SessionConfig, client: ClientLimits) -> Session {
-    Session::new(cfg, client)
-}
-
-/// A compact view of pushed packets: ("P", pid, dup, payload) for PUBLISH, ("REL", pid, ..).
-fn view(out: &mut Vec<Packet>) -> Vec<(&'static str, u16, bool, String)> {
-    out.drain(..)
-        .map(|p| match p {
-            Packet::Publish(p) => (
-                "P",
-                p.packet_id.map_or(0, |i| i.get()),
-                p.dup,
-                String::from_utf8(p.payload.to_vec()).unwrap(),
-            ),
-            Packet::PubRel(a) => ("REL", a.packet_id.get(), false, format!("{:?}", a.reason)),
-            Packet::PubComp(a) => ("COMP", a.packet_id.get(), false, format!("{:?}", a.reason)),
-            Packet::PubRec(a) => ("REC", a.packet_id.get(), false, format!("{:?}", a.reason)),
-            Packet::PubAck(a) => ("ACK", a.packet_id.get(), false, format!("{:?}", a.reason)),
-            other => panic!("unexpected {other:?}"),
-        })
-        .collect()
-}
-
-fn p(id: u16, dup: bool, payload: &str) -> (&'static str, u16, bool, String) {
-    ("P", id, dup, payload.to_string())
-}
 
 #[test]
 fn session_is_small() {
@@ -557,133 +489,74 @@ fn v3_session_ignores_properties() {
 }
 
 #[test]
-fn inbound_qos2_duplicates_suppressed_and_pubrel_completes() {
+fn queued_qos0_passes_a_full_window_on_resume() {
+    let mut s = session(SessionConfig::default(), v5(1));
+    let mut out = Vec::new();
+    s.deliver(
+        msg(QoS::AtLeastOnce, "fly"),
+        opts(QoS::AtLeastOnce),
+        0,
+        &mut out,
+    );
+    s.disconnect();
+    s.deliver(
+        msg(QoS::AtMostOnce, "z"),
+        opts(QoS::AtMostOnce),
+        0,
+        &mut out,
+    );
+    s.deliver(
+        msg(QoS::AtLeastOnce, "y"),
+        opts(QoS::AtLeastOnce),
+        0,
+        &mut out,
+    );
+    s.deliver(
+        msg(QoS::AtMostOnce, "w"),
+        opts(QoS::AtMostOnce),
+        0,
+        &mut out,
+    );
+    out.clear();
+    s.resume(v5(1), 0, &mut out);
+    // "y" waits for the window and keeps "w" behind it (order is kept).
+    assert_eq!(view(&mut out), [p(1, true, "fly"), p(0, false, "z")]);
+    s.on_puback(pid(1), 0, &mut out);
+    assert_eq!(view(&mut out), [p(2, false, "y"), p(0, false, "w")]);
+}
+
+#[test]
+fn resume_drops_inflight_now_too_large() {
     let mut s = session(SessionConfig::default(), v5(10));
     let mut out = Vec::new();
-    assert_eq!(s.on_inbound_qos2(pid(1), 0), Ok(Qos2Inbound::New));
-    assert_eq!(s.on_inbound_qos2(pid(1), 0), Ok(Qos2Inbound::Duplicate));
-    s.ack_inbound_qos2(pid(1), ReasonCode::Success, &mut out);
-    assert!(s.on_pubrel(pid(1), &mut out));
-    assert!(!s.on_pubrel(pid(1), &mut out));
-    assert_eq!(
-        view(&mut out),
-        [
-            ("REC", 1, false, "Success".into()),
-            ("COMP", 1, false, "Success".into()),
-            ("COMP", 1, false, "PacketIdentifierNotFound".into()),
-        ]
+    s.deliver(
+        msg(QoS::AtLeastOnce, "small"),
+        opts(QoS::AtLeastOnce),
+        0,
+        &mut out,
     );
-    // After PUBCOMP the id is new again; an error PUBREC forgets it as well.
-    assert_eq!(s.on_inbound_qos2(pid(1), 0), Ok(Qos2Inbound::New));
-    s.ack_inbound_qos2(pid(1), ReasonCode::NotAuthorized, &mut out);
-    assert_eq!(s.on_inbound_qos2(pid(1), 0), Ok(Qos2Inbound::New));
-}
-
-#[test]
-fn inbound_qos2_await_rel_timeout_and_full() {
-    let cfg = SessionConfig {
-        max_awaiting_rel: 2,
-        await_rel_timeout_ms: 1_000,
-        ..Default::default()
-    };
-    let mut s = session(cfg, v5(10));
-    let mut out = Vec::new();
-    assert_eq!(s.next_deadline(), None);
-    assert_eq!(s.on_inbound_qos2(pid(1), 0), Ok(Qos2Inbound::New));
-    assert_eq!(s.on_inbound_qos2(pid(2), 500), Ok(Qos2Inbound::New));
-    assert_eq!(s.on_inbound_qos2(pid(3), 500), Ok(Qos2Inbound::Full));
-    assert_eq!(s.counters().dropped_awaiting_full, 1);
-    s.ack_inbound_qos2(pid(3), ReasonCode::QuotaExceeded, &mut out);
-    assert_eq!(view(&mut out), [("REC", 3, false, "QuotaExceeded".into())]);
-    assert_eq!(s.next_deadline(), Some(1_000));
-    assert_eq!(s.tick(999), 0);
-    assert_eq!(s.tick(1_000), 1);
-    assert_eq!(s.next_deadline(), Some(1_500));
-    assert!(!s.on_pubrel(pid(1), &mut out), "expired id is unknown");
-    assert!(s.on_pubrel(pid(2), &mut out));
-    assert_eq!(s.counters().awaiting_rel_expired, 1);
-    assert_eq!(s.awaiting_rel_len(), 0);
-}
-
-#[test]
-fn inbound_receive_maximum_exceeded() {
-    let cfg = SessionConfig {
-        server_receive_maximum: 2,
-        ..Default::default()
-    };
-    let mut s = session(cfg, v5(10));
-    let mut out = Vec::new();
-    assert_eq!(s.on_inbound_qos1(), Ok(()));
-    assert_eq!(s.on_inbound_qos2(pid(2), 0), Ok(Qos2Inbound::New));
-    assert_eq!(s.on_inbound_qos1(), Err(ReasonCode::ReceiveMaximumExceeded));
-    assert_eq!(
-        s.on_inbound_qos2(pid(3), 0),
-        Err(ReasonCode::ReceiveMaximumExceeded)
+    s.deliver(
+        msg(QoS::AtLeastOnce, &"big".repeat(20)),
+        opts(QoS::AtLeastOnce),
+        0,
+        &mut out,
     );
-    // A duplicate on the same connection takes no extra quota.
-    assert_eq!(s.on_inbound_qos2(pid(2), 0), Ok(Qos2Inbound::Duplicate));
-    s.ack_inbound_qos1(pid(1), ReasonCode::Success, &mut out);
-    assert_eq!(s.on_inbound_qos1(), Ok(()));
-    assert_eq!(s.on_inbound_qos1(), Err(ReasonCode::ReceiveMaximumExceeded));
-    // The quota is per connection; the kept QoS 2 id counts again when resent.
+    s.deliver(
+        msg(QoS::AtLeastOnce, "tiny"),
+        opts(QoS::AtLeastOnce),
+        0,
+        &mut out,
+    );
+    out.clear();
     s.disconnect();
-    s.resume(v5(10), 0, &mut out);
-    assert_eq!(s.on_inbound_qos2(pid(2), 0), Ok(Qos2Inbound::Duplicate));
-    assert_eq!(s.on_inbound_qos1(), Ok(()));
-    assert_eq!(s.on_inbound_qos1(), Err(ReasonCode::ReceiveMaximumExceeded));
-    assert!(s.on_pubrel(pid(2), &mut out));
-    assert_eq!(s.on_inbound_qos1(), Ok(()));
-}
-
-#[test]
-fn inbound_topic_alias_cases() {
-    let cfg = SessionConfig {
-        max_topic_alias: 10,
-        ..Default::default()
-    };
-    let mut s = session(cfg, v5(10));
-    let publish = |topic: &str, alias: u16| Publish {
-        topic: topic.into(),
-        properties: PublishProperties {
-            topic_alias: NonZeroU16::new(alias),
-            ..Default::default()
+    s.resume(
+        ClientLimits {
+            maximum_packet_size: 30,
+            ..v5(10)
         },
-        ..Default::default()
-    };
-    // (topic, alias, expected result, expected topic afterwards)
-    let table: [(&str, u16, Result<(), ReasonCode>, &str); 7] = [
-        ("", 1, Err(ReasonCode::ProtocolError), ""),
-        ("a/b", 11, Err(ReasonCode::TopicAliasInvalid), "a/b"),
-        ("a/b", 1, Ok(()), "a/b"),
-        ("", 1, Ok(()), "a/b"),
-        ("", 2, Err(ReasonCode::ProtocolError), ""),
-        ("c", 1, Ok(()), "c"),
-        ("", 1, Ok(()), "c"),
-    ];
-    for (topic, alias, want, want_topic) in table {
-        let mut pb = publish(topic, alias);
-        assert_eq!(s.resolve_topic_alias(&mut pb), want, "{topic:?} {alias}");
-        assert_eq!(pb.topic, want_topic);
-    }
-    let mut plain = publish("x", 0);
-    assert_eq!(s.resolve_topic_alias(&mut plain), Ok(()));
-    // Inbound aliases are per connection too.
-    s.disconnect();
-    s.resume(v5(10), 0, &mut Vec::new());
-    assert_eq!(
-        s.resolve_topic_alias(&mut publish("", 1)),
-        Err(ReasonCode::ProtocolError)
+        0,
+        &mut out,
     );
-    // An advertised maximum of 0 allows none.
-    let mut s = session(
-        SessionConfig {
-            max_topic_alias: 0,
-            ..Default::default()
-        },
-        v5(10),
-    );
-    assert_eq!(
-        s.resolve_topic_alias(&mut publish("a", 1)),
-        Err(ReasonCode::TopicAliasInvalid)
-    );
+    assert_eq!(view(&mut out), [p(1, true, "small"), p(3, true, "tiny")]);
+    assert_eq!((s.inflight_len(), s.counters().dropped_too_large), (2, 1));
 }
