@@ -3,6 +3,7 @@
 //! holds the shared helpers. Pure, like the session itself (which lives on a client's home shard).
 
 mod inbound;
+mod lifecycle;
 mod outbound;
 
 pub(super) use std::num::{NonZeroU16, NonZeroU32};
