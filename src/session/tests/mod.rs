@@ -1,6 +1,6 @@
 //! Tests of the session state machine as seen through the packets it pushes: `outbound`
-//! (delivery, acks, lifecycle) and `inbound` (QoS 2, Receive Maximum, topic aliases); this file
-//! holds the shared helpers. Pure, like the session itself (which lives on a client's home shard).
+//! (delivery, window, acks, aliases), `lifecycle` (queue, expiry, resume, hand-back) and
+//! `inbound` (QoS 2, Receive Maximum, topic aliases); this file holds the shared helpers. Pure, like the session itself (which lives on a client's home shard).
 
 mod inbound;
 mod lifecycle;
