@@ -5,7 +5,9 @@
 //! - [`protocol`]: sans-io codec for every MQTT packet of protocol levels 3, 4 and 5 (no I/O, no clock).
 //! - [`topic`]: topic name / filter validation, the `$share` / `$queue` / `$exclusive` / `$delayed`
 //!   forms, and the subscription trie that matches a topic against all filters.
+//! - [`session`]: per-client session state on its home shard (in-flight window, queue, QoS 2, topic aliases), sans-io.
 
 pub mod config;
 pub mod protocol;
+pub mod session;
 pub mod topic;
