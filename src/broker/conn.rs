@@ -9,8 +9,7 @@ use bytes::BytesMut;
 
 use super::{Broker, ClientKey, ConnId, ShardId};
 use crate::protocol::{
-    ConnAck, Connect, DecodeError, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode,
-    Response,
+    Connect, DecodeError, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode, Response,
 };
 
 /// Why a connection ends; kept for the will decision and `$SYS` disconnect events.
@@ -38,7 +37,10 @@ pub enum Input {
     /// Keep reading (and flush the queued output).
     Continue,
     /// The CONNECT belongs to another shard: move the socket there with this CONNECT.
-    Handoff { home: ShardId, connect: Box<Connect> },
+    Handoff {
+        home: ShardId,
+        connect: Box<Connect>,
+    },
     /// Stop reading: flush the queued output and close.
     Close,
 }
@@ -137,7 +139,7 @@ impl Broker {
                 self.with_session(key, |s, now, out| s.on_pubcomp(a.packet_id, now, out));
                 Flow::Continue
             }
-            Packet::PubRel(a) => self.handle_pubrel(id, key, a),
+            Packet::PubRel(a) => self.handle_pubrel(key, a),
             Packet::Subscribe(s) => self.handle_subscribe(id, key, s),
             Packet::Unsubscribe(u) => self.handle_unsubscribe(id, key, u),
             Packet::PingReq => {
@@ -194,7 +196,7 @@ impl Broker {
             let packet = if conn.client.is_some() {
                 Packet::Disconnect(Disconnect::new(code))
             } else {
-                Packet::ConnAck(Box::new(ConnAck::refused(code)))
+                super::connect::refused(code)
             };
             self.send(id, &packet);
         }
@@ -211,7 +213,7 @@ impl Broker {
                 // CONNACK for level 5, the 3.1.1 one otherwise.
                 let v = conn.version().unwrap_or(ProtocolVersion::V311);
                 let mut tx = BytesMut::new();
-                let ack = Packet::ConnAck(Box::new(ConnAck::refused(code)));
+                let ack = super::connect::refused(code);
                 let _ = ack.encode(v, &mut tx);
                 let conn = &mut self.conns[id as usize];
                 conn.tx.extend_from_slice(&tx);
@@ -224,7 +226,7 @@ impl Broker {
         self.mark_close(id, CloseReason::ProtocolError);
     }
 
-    fn keepalive_expired(&mut self, id: ConnId) {
+    pub(super) fn keepalive_expired(&mut self, id: ConnId) {
         let Some(conn) = self.conns.get(id as usize) else {
             return;
         };

@@ -11,7 +11,7 @@ use super::mesh::home_shard;
 use super::{Broker, Client, ClientKey, ConnId};
 use crate::protocol::{
     ConnAck, ConnAckProperties, Connect, Disconnect, DisconnectProperties, MqttStr, Packet,
-    ProtocolVersion, PublishProperties, QoS, ReasonCode,
+    ProtocolVersion, PublishProperties, QoS, ReasonCode, WillProperties,
 };
 use crate::session::{ClientLimits, Message, Session};
 use crate::topic::validate_topic_name;
@@ -27,7 +27,7 @@ pub(super) struct Will {
     delay_secs: u32,
 }
 
-fn refused(reason: ReasonCode) -> Packet {
+pub(super) fn refused(reason: ReasonCode) -> Packet {
     Packet::ConnAck(Box::new(ConnAck {
         session_present: false,
         reason,
@@ -61,7 +61,9 @@ impl Broker {
             return Err(ReasonCode::ClientIdentifierNotValid);
         }
         if let Some(w) = &c.will {
-            if validate_topic_name(&w.topic, s.max_topic_levels).is_err() || w.topic.starts_with("$SYS") {
+            if validate_topic_name(&w.topic, s.max_topic_levels).is_err()
+                || w.topic.starts_with("$SYS")
+            {
                 return Err(ReasonCode::TopicNameInvalid);
             }
             if w.qos > s.max_qos_allowed {
@@ -94,7 +96,7 @@ impl Broker {
             _ if c.clean_start => 0,
             _ => self.settings.session_expiry_secs,
         };
-        let limits = ClientLimits::from_connect(&c, &self.settings);
+        let limits = ClientLimits::from_connect(v, &c.properties);
 
         // Takeover, discard or resume of an existing session.
         let mut session_present = false;
@@ -118,9 +120,7 @@ impl Broker {
             Some(key) => key,
             None => self.new_client(client_id.clone(), v, &limits),
         };
-        let generation = self.next_generation();
         let client = &mut self.clients[key as usize];
-        client.generation = generation;
         client.conn = Some(id);
         client.version = v;
         client.username = c.username.clone();
@@ -130,7 +130,7 @@ impl Broker {
             payload: w.payload.clone(),
             qos: w.qos,
             retain: w.retain,
-            properties: w.properties.to_publish(),
+            properties: will_publish_properties(&w.properties),
             delay_secs: w.properties.will_delay_interval.unwrap_or(0),
         });
 
@@ -153,9 +153,10 @@ impl Broker {
         let publisher_id = self.next_publisher_id;
         self.next_publisher_id += 1;
         let session = Session::new(self.settings.session_config(), limits.clone());
+        let generation = self.next_generation();
         let key = self.clients.insert(Client {
             id: id.clone(),
-            generation: 0,
+            generation,
             publisher_id: ((self.shard as u64) << 48) | publisher_id,
             session,
             conn: None,
@@ -179,13 +180,20 @@ impl Broker {
         loop {
             self.assigned_ids += 1;
             let id = format!("ringmq-{}-{:x}", self.shard, self.assigned_ids);
-            if home_shard(&id, self.nr_shards) == self.shard && !self.by_id.contains_key(id.as_str()) {
+            if home_shard(&id, self.nr_shards) == self.shard
+                && !self.by_id.contains_key(id.as_str())
+            {
                 return MqttStr::from(id);
             }
         }
     }
 
-    fn connack(&self, v: ProtocolVersion, session_present: bool, assigned: Option<MqttStr>) -> Packet {
+    fn connack(
+        &self,
+        v: ProtocolVersion,
+        session_present: bool,
+        assigned: Option<MqttStr>,
+    ) -> Packet {
         let s = &self.settings;
         let mut p = ConnAckProperties::default();
         if v.is_v5() {
@@ -216,7 +224,10 @@ impl Broker {
     /// its will is published now if it has no delay, and cancelled otherwise (the client is back).
     fn take_over(&mut self, old: ConnId, key: ClientKey) {
         if self.conns.get(old as usize).and_then(|c| c.version()) == Some(ProtocolVersion::V5) {
-            self.send(old, &Packet::Disconnect(Disconnect::new(ReasonCode::SessionTakenOver)));
+            self.send(
+                old,
+                &Packet::Disconnect(Disconnect::new(ReasonCode::SessionTakenOver)),
+            );
         }
         self.mark_close(old, CloseReason::TakenOver);
         if let Some(conn) = self.conns.get_mut(old as usize) {
@@ -307,7 +318,11 @@ impl Broker {
     }
 
     pub(super) fn expire_session(&mut self, key: ClientKey) {
-        if self.clients.get(key as usize).is_some_and(|c| c.conn.is_none()) {
+        if self
+            .clients
+            .get(key as usize)
+            .is_some_and(|c| c.conn.is_none())
+        {
             self.end_session(key);
         }
     }
@@ -329,16 +344,19 @@ impl Broker {
 
     fn publish_will(&mut self, key: ClientKey, will: Will) {
         let publisher = self.clients[key as usize].publisher_id;
-        let msg = Message::new(
-            will.topic,
-            will.payload,
-            will.qos,
-            will.retain,
-            will.properties,
-            publisher,
-            self.now_ms,
-            self.settings.message_expiry_secs,
-        );
+        let expiry_secs = will
+            .properties
+            .message_expiry_interval
+            .or(self.settings.message_expiry_secs);
+        let msg = Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties: will.properties,
+            expires_at_ms: expiry_secs.map(|s| self.now_ms + u64::from(s) * 1000),
+            publisher_id: publisher,
+        };
         self.route(Arc::new(msg));
     }
 
@@ -360,6 +378,19 @@ impl Broker {
             }
             self.mark_close(id, CloseReason::Shutdown);
         }
+    }
+}
+
+/// The PUBLISH properties a will message carries (§3.1.3.2): all but the Will Delay Interval.
+fn will_publish_properties(w: &WillProperties) -> PublishProperties {
+    PublishProperties {
+        payload_format_indicator: w.payload_format_indicator,
+        message_expiry_interval: w.message_expiry_interval,
+        response_topic: w.response_topic.clone(),
+        correlation_data: w.correlation_data.clone(),
+        user_properties: w.user_properties.clone(),
+        content_type: w.content_type.clone(),
+        ..PublishProperties::default()
     }
 }
 

@@ -31,7 +31,7 @@ use slab::Slab;
 
 use crate::protocol::{MqttStr, Packet, ProtocolVersion};
 use crate::session::Session;
-use crate::topic::{Matches, TopicTrie};
+use crate::topic::Matches;
 
 pub use conn::{CloseReason, Input};
 pub use mesh::{Handoff, MeshMsg, ShardId, home_shard};
@@ -233,6 +233,11 @@ impl Broker {
         self.clients.len()
     }
 
+    /// Retained messages stored on this shard.
+    pub fn retained_count(&self) -> usize {
+        self.retained.len()
+    }
+
     /// Takes a connection's queued output: the bytes to write and whether to close afterwards.
     pub fn take_output(&mut self, id: ConnId) -> (BytesMut, Option<CloseReason>) {
         match self.conns.get_mut(id as usize) {
@@ -245,9 +250,9 @@ impl Broker {
     /// `idle_timeout`.
     pub fn open(&mut self, peer: SocketAddr, now_ms: u64) -> ConnId {
         self.now_ms = now_ms;
-        let id = self
-            .conns
-            .insert(conn::Conn::new(peer, self.settings.max_packet_size)) as ConnId;
+        let id =
+            self.conns
+                .insert(conn::Conn::new(peer, self.settings.max_packet_size)) as ConnId;
         self.keepalive.arm(id, self.settings.idle_timeout_secs);
         self.counters.connections += 1;
         id

@@ -9,13 +9,16 @@ use super::mesh::{MeshMsg, retain_shard};
 use super::{Broker, ClientKey, ConnId};
 use crate::limits::WRITE_QUEUE_BYTES_MAX;
 use crate::protocol::{Ack, Packet, Publish, QoS, ReasonCode};
-use crate::session::{DeliveryOpts, InboundQos2, Message, Session};
+use crate::session::{DeliveryOpts, Message, Qos2Inbound, Session, SubIds};
 use crate::topic::validate_topic_name;
 
 impl Broker {
     pub(super) fn handle_publish(&mut self, id: ConnId, key: ClientKey, mut p: Publish) -> Flow {
         let s = &self.settings;
-        if let Err(code) = self.clients[key as usize].session.resolve_topic_alias(&mut p) {
+        if let Err(code) = self.clients[key as usize]
+            .session
+            .resolve_topic_alias(&mut p)
+        {
             return self.violation(id, code);
         }
         if p.qos > s.max_qos_allowed {
@@ -31,6 +34,7 @@ impl Broker {
         // Clients cannot publish to `$SYS` (FEATURES.md §9): acknowledged as not authorized, dropped.
         let denied = p.topic.starts_with("$SYS");
         let publisher = self.clients[key as usize].publisher_id;
+        let now = self.now_ms;
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) | (_, None) => {
                 if !denied {
@@ -39,51 +43,43 @@ impl Broker {
                 }
             }
             (QoS::AtLeastOnce, Some(pid)) => {
+                if let Err(code) = self.clients[key as usize].session.on_inbound_qos1() {
+                    return self.violation(id, code);
+                }
                 let reason = if denied {
                     ReasonCode::NotAuthorized
                 } else {
                     let msg = self.message_from(p, publisher);
-                    self.ack_reason(self.route(Arc::new(msg)))
+                    ack_reason(self.route(Arc::new(msg)))
                 };
-                self.send(id, &Packet::PubAck(Ack::with_reason(pid, reason)));
+                self.with_session(key, |s, _, out| s.ack_inbound_qos1(pid, reason, out));
             }
             (QoS::ExactlyOnce, Some(pid)) => {
-                let now = self.now_ms;
-                let reason = match self.clients[key as usize].session.on_inbound_qos2(pid, now) {
+                let inbound = self.clients[key as usize].session.on_inbound_qos2(pid, now);
+                let reason = match inbound {
+                    Err(code) => return self.violation(id, code),
                     // Exactly once: a retransmission is acknowledged, not routed again.
-                    InboundQos2::Duplicate => ReasonCode::Success,
-                    InboundQos2::Full => return self.violation(id, ReasonCode::ReceiveMaximumExceeded),
-                    InboundQos2::New if denied => ReasonCode::NotAuthorized,
-                    InboundQos2::New => {
+                    Ok(Qos2Inbound::Duplicate) => ReasonCode::Success,
+                    // Over max_awaiting_rel: a v3 client cannot be told, so it is disconnected.
+                    Ok(Qos2Inbound::Full) if !self.clients[key as usize].version.is_v5() => {
+                        return self.violation(id, ReasonCode::QuotaExceeded);
+                    }
+                    Ok(Qos2Inbound::Full) => ReasonCode::QuotaExceeded,
+                    Ok(Qos2Inbound::New) if denied => ReasonCode::NotAuthorized,
+                    Ok(Qos2Inbound::New) => {
                         let msg = self.message_from(p, publisher);
-                        self.ack_reason(self.route(Arc::new(msg)))
+                        ack_reason(self.route(Arc::new(msg)))
                     }
                 };
-                self.send(id, &Packet::PubRec(Ack::with_reason(pid, reason)));
+                self.with_session(key, |s, _, out| s.ack_inbound_qos2(pid, reason, out));
             }
         }
         Flow::Continue
     }
 
-    pub(super) fn handle_pubrel(&mut self, id: ConnId, key: ClientKey, a: Ack) -> Flow {
-        let known = self.clients[key as usize].session.on_pubrel(a.packet_id);
-        let reason = if known {
-            ReasonCode::Success
-        } else {
-            ReasonCode::PacketIdentifierNotFound
-        };
-        let v5 = self.clients[key as usize].version.is_v5();
-        let reason = if v5 { reason } else { ReasonCode::Success };
-        self.send(id, &Packet::PubComp(Ack::with_reason(a.packet_id, reason)));
+    pub(super) fn handle_pubrel(&mut self, key: ClientKey, a: Ack) -> Flow {
+        self.with_session(key, |s, _, out| s.on_pubrel(a.packet_id, out));
         Flow::Continue
-    }
-
-    fn ack_reason(&self, matched: bool) -> ReasonCode {
-        if matched {
-            ReasonCode::Success
-        } else {
-            ReasonCode::NoMatchingSubscribers
-        }
     }
 
     fn message_from(&self, p: Publish, publisher: u64) -> Message {
@@ -95,14 +91,16 @@ impl Broker {
         if msg.retain && self.settings.retainer_enable {
             let dest = retain_shard(&msg.topic, self.nr_shards);
             if dest == self.shard {
-                self.retained.store(msg.clone(), &self.settings, self.now_ms);
+                self.retained
+                    .store(msg.clone(), &self.settings, self.now_ms);
             } else {
                 self.send_mesh(dest, MeshMsg::Retain(msg.clone()));
             }
         }
         let mut matched = false;
         let mut shards = Vec::new();
-        self.routes.matching_shards(&msg.topic, &mut self.matches, &mut shards);
+        self.routes
+            .matching_shards(&msg.topic, &mut self.matches, &mut shards);
         for dest in shards {
             matched = true;
             self.send_mesh(dest, MeshMsg::Publish(msg.clone()));
@@ -121,7 +119,8 @@ impl Broker {
     pub(super) fn deliver_local(&mut self, msg: &Arc<Message>) -> usize {
         let mut targets = std::mem::take(&mut self.local.scratch);
         targets.clear();
-        self.local.collect(&msg.topic, &mut self.matches, &mut targets);
+        self.local
+            .collect(&msg.topic, &mut self.matches, &mut targets);
         let n = targets.len();
         for (key, sub) in targets.drain(..) {
             let Some(client) = self.clients.get(key as usize) else {
@@ -133,8 +132,8 @@ impl Broker {
             let opts = DeliveryOpts {
                 qos: sub.qos,
                 retain_as_published: sub.retain_as_published,
-                subscription_id: sub.subscription_id,
                 retained_on_subscribe: false,
+                subscription_ids: sub.subscription_id.map_or(SubIds::None, SubIds::One),
             };
             self.deliver_to(key, msg.clone(), opts);
         }
@@ -172,5 +171,14 @@ impl Broker {
         }
         self.packets = packets;
         Some(r)
+    }
+}
+
+/// v5 acknowledgement of a routed message: 0x10 when no subscriber matched (as EMQX).
+fn ack_reason(matched: bool) -> ReasonCode {
+    if matched {
+        ReasonCode::Success
+    } else {
+        ReasonCode::NoMatchingSubscribers
     }
 }

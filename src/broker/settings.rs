@@ -65,6 +65,29 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The per-session limits every session on the shard shares.
+    pub fn session_config(&self) -> crate::session::SessionConfig {
+        let cap = |n: usize| u32::try_from(n).unwrap_or(0);
+        crate::session::SessionConfig {
+            max_inflight: self.max_inflight,
+            // The session reads 0 as unlimited.
+            max_mqueue_len: if self.max_mqueue_len == usize::MAX {
+                0
+            } else {
+                cap(self.max_mqueue_len)
+            },
+            mqueue_store_qos0: self.mqueue_store_qos0,
+            max_awaiting_rel: if self.max_awaiting_rel == usize::MAX {
+                0
+            } else {
+                cap(self.max_awaiting_rel)
+            },
+            await_rel_timeout_ms: u64::from(self.await_rel_timeout_secs) * 1000,
+            server_receive_maximum: self.max_inflight,
+            max_topic_alias: self.max_topic_alias,
+        }
+    }
+
     /// The broker's view of a loaded configuration.
     pub fn from_config(c: &crate::config::Config) -> Settings {
         let m = &c.mqtt;
@@ -83,9 +106,9 @@ impl Settings {
             session_expiry_secs: secs(m.session_expiry_interval),
             message_expiry_secs: m.message_expiry_interval.map(secs),
             max_inflight: m.max_inflight,
-            max_mqueue_len: m.max_mqueue_len.map_or(usize::MAX, |n| n as usize),
+            max_mqueue_len: unlimited_if_zero(m.max_mqueue_len),
             mqueue_store_qos0: m.mqueue_store_qos0,
-            max_awaiting_rel: m.max_awaiting_rel.map_or(usize::MAX, |n| n as usize),
+            max_awaiting_rel: unlimited_if_zero(m.max_awaiting_rel),
             await_rel_timeout_secs: secs(m.await_rel_timeout),
             max_subscriptions: m.max_subscriptions.map(|n| n as usize),
             idle_timeout_secs: secs(m.idle_timeout).max(1),
@@ -96,6 +119,14 @@ impl Settings {
             max_retained_payload: usize::try_from(c.retainer.max_payload_size)
                 .unwrap_or(usize::MAX),
         }
+    }
+}
+
+/// EMQX reads 0 as "no limit" for queue lengths, as it does "infinity".
+fn unlimited_if_zero(n: Option<u32>) -> usize {
+    match n {
+        None | Some(0) => usize::MAX,
+        Some(n) => n as usize,
     }
 }
 

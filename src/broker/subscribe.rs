@@ -12,7 +12,7 @@ use crate::limits::SHARDS_MAX;
 use crate::protocol::{
     MqttStr, Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
-use crate::session::{DeliveryOpts, Message};
+use crate::session::{DeliveryOpts, Message, SubIds};
 use crate::topic::{Matches, SubscriptionTopic, TopicTrie, has_wildcards, parse_subscription};
 
 /// How one subscription wants its messages.
@@ -149,7 +149,9 @@ impl Broker {
                 // Shared and exclusive subscriptions arrive with the EMQX extensions (issue 4).
                 Ok(SubscriptionTopic::Shared { .. }) => ReasonCode::SharedSubscriptionsNotSupported,
                 Ok(SubscriptionTopic::Exclusive(_)) => ReasonCode::TopicFilterInvalid,
-                Ok(SubscriptionTopic::Plain(f)) if has_wildcards(f) && !self.settings.wildcard_subscription => {
+                Ok(SubscriptionTopic::Plain(f))
+                    if has_wildcards(f) && !self.settings.wildcard_subscription =>
+                {
                     ReasonCode::WildcardSubscriptionsNotSupported
                 }
                 Ok(SubscriptionTopic::Plain(_)) => {
@@ -163,7 +165,7 @@ impl Broker {
                         None => ReasonCode::QuotaExceeded,
                         Some(existed) => {
                             let send = match options.retain_handling {
-                                RetainHandling::SendOnSubscribe => true,
+                                RetainHandling::SendAtSubscribe => true,
                                 RetainHandling::SendIfNew => !existed,
                                 RetainHandling::DoNotSend => false,
                             };
@@ -199,7 +201,11 @@ impl Broker {
                 true
             }
             None => {
-                if self.settings.max_subscriptions.is_some_and(|max| client.subs.len() >= max) {
+                if self
+                    .settings
+                    .max_subscriptions
+                    .is_some_and(|max| client.subs.len() >= max)
+                {
                     return None;
                 }
                 client.subs.push(Sub {
@@ -216,7 +222,12 @@ impl Broker {
         Some(existed)
     }
 
-    pub(super) fn handle_unsubscribe(&mut self, id: ConnId, key: ClientKey, u: Unsubscribe) -> Flow {
+    pub(super) fn handle_unsubscribe(
+        &mut self,
+        id: ConnId,
+        key: ClientKey,
+        u: Unsubscribe,
+    ) -> Flow {
         let mut reasons = Vec::with_capacity(u.filters.len());
         for filter in &u.filters {
             let client = &mut self.clients[key as usize];
@@ -295,7 +306,10 @@ impl Broker {
 
     pub(super) fn deliver_retained(&mut self, target: RetainedTarget, messages: Vec<Arc<Message>>) {
         let key = target.client;
-        let current = self.clients.get(key as usize).is_some_and(|c| c.generation == target.generation);
+        let current = self
+            .clients
+            .get(key as usize)
+            .is_some_and(|c| c.generation == target.generation);
         if !current {
             return;
         }
@@ -303,8 +317,8 @@ impl Broker {
             let opts = DeliveryOpts {
                 qos: target.qos,
                 retain_as_published: true,
-                subscription_id: target.subscription_id,
                 retained_on_subscribe: true,
+                subscription_ids: target.subscription_id.map_or(SubIds::None, SubIds::One),
             };
             self.deliver_to(key, msg, opts);
         }
