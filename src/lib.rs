@@ -16,5 +16,6 @@ pub mod broker;
 pub mod config;
 pub mod limits;
 pub mod protocol;
+pub mod runtime;
 pub mod session;
 pub mod topic;

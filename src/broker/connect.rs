@@ -297,6 +297,20 @@ impl Broker {
         }
     }
 
+    /// A connection handed over from another shard, with the CONNECT that shard decoded: the
+    /// CONNECT is completed here, its home.
+    pub fn accept_handoff(&mut self, id: ConnId, c: Box<Connect>) {
+        let conn = &mut self.conns[id as usize];
+        conn.decoder =
+            crate::protocol::Decoder::with_version(c.protocol, self.settings.max_packet_size);
+        self.accept_connect(id, c);
+    }
+
+    /// Queues a connection for its home shard.
+    pub fn queue_handoff(&mut self, home: super::ShardId, h: super::Handoff) {
+        self.send_mesh(home, super::MeshMsg::Handoff(Box::new(h)));
+    }
+
     /// The connection was moved to another shard before its CONNECT completed here.
     pub fn release(&mut self, id: ConnId) {
         if self.conns.contains(id as usize) {

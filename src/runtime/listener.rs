@@ -31,7 +31,7 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
         s.set_only_v6(true)?;
     }
     // Inherited by accepted sockets: MQTT packets are small and latency matters.
-    s.set_nodelay(true)?;
+    s.set_tcp_nodelay(true)?;
     s.bind(&addr.into())?;
     s.listen(backlog.min(i32::MAX as u32) as i32)?;
     Ok(s)

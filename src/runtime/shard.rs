@@ -1,0 +1,279 @@
+//! One shard at run time, on its own pinned glommio executor: the broker logic behind a
+//! `RefCell` (borrowed only between awaits), the accept loops, one task per inbound mesh channel,
+//! one flusher task per outbound mesh channel, the one-second tick, and shutdown.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use glommio::channels::shared_channel::{
+    ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
+use glommio::net::TcpStream;
+use glommio::{Task, spawn_local, timer::sleep};
+
+use super::conn::drive;
+use super::notify::{ConnWakers, Notify};
+use crate::broker::{Broker, ConnId, Handoff, MeshMsg, Settings, ShardId};
+use crate::limits::{MESH_BATCH_MESSAGES_MAX, MESH_OUTBOX_MESSAGES_MAX, SHUTDOWN_GRACE_MS};
+use crate::protocol::Connect;
+
+pub type Batch = Vec<MeshMsg>;
+
+/// What `runtime::run` hands each shard's thread.
+pub struct ShardSetup {
+    pub shard: ShardId,
+    pub nr_shards: usize,
+    pub settings: Settings,
+    pub listeners: Vec<socket2::Socket>,
+    /// Indexed by destination shard; `None` for this shard.
+    pub senders: Vec<Option<SharedSender<Batch>>>,
+    /// Indexed by source shard; `None` for this shard.
+    pub receivers: Vec<Option<SharedReceiver<Batch>>>,
+    pub epoch: Instant,
+    pub shutdown: Arc<AtomicBool>,
+}
+
+/// The shard's state shared by its tasks (all on one thread).
+pub struct Shard {
+    pub broker: RefCell<Broker>,
+    pub wakers: ConnWakers,
+    /// Signalled when mesh messages are queued for a destination.
+    flush: Vec<Notify>,
+    /// Signalled when a flusher has drained its outbox (publishers waiting on backpressure).
+    pub drained: Notify,
+    epoch: Instant,
+    dirty: RefCell<Vec<ConnId>>,
+}
+
+impl Shard {
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Runs `f` on the broker, then wakes the connections and flushers it gave work to.
+    pub fn with_broker<R>(&self, f: impl FnOnce(&mut Broker, u64) -> R) -> R {
+        let now = self.now_ms();
+        let mut dirty = self.dirty.borrow_mut();
+        let r = {
+            let mut broker = self.broker.borrow_mut();
+            let r = f(&mut broker, now);
+            broker.take_dirty(&mut dirty);
+            for (dest, flush) in self.flush.iter().enumerate() {
+                if dest != broker.shard() && broker.has_mesh_out(dest) {
+                    flush.notify_all();
+                }
+            }
+            r
+        };
+        for id in dirty.drain(..) {
+            self.wakers.wake(id);
+        }
+        r
+    }
+
+    /// True while some outbox holds more than its bound: publishers stop reading until it drains.
+    pub fn mesh_backlogged(&self) -> bool {
+        let b = self.broker.borrow();
+        (0..b.nr_shards()).any(|d| d != b.shard() && b.mesh_out_len(d) > MESH_OUTBOX_MESSAGES_MAX)
+    }
+
+    /// Starts the protocol state and the driver task for a socket now owned by this shard.
+    pub fn spawn_conn(
+        self: &Rc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        handoff: Option<(Box<Connect>, Bytes)>,
+    ) {
+        let (id, rx) = self.with_broker(|b, now| {
+            let id = b.open(peer, now);
+            let rx = match handoff {
+                Some((connect, rest)) => {
+                    b.accept_handoff(id, connect);
+                    BytesMut::from(&rest[..])
+                }
+                None => BytesMut::new(),
+            };
+            (id, rx)
+        });
+        self.wakers.reset(id);
+        // The broker may already have queued the CONNACK.
+        self.wakers.wake(id);
+        spawn_local(drive(self.clone(), stream, id, rx)).detach();
+    }
+}
+
+/// The shard's main future: returns once shutdown has completed.
+pub async fn run(setup: ShardSetup) -> Result<(), String> {
+    let ShardSetup {
+        shard,
+        nr_shards,
+        settings,
+        listeners,
+        senders,
+        receivers,
+        epoch,
+        shutdown,
+    } = setup;
+    let ctx = Rc::new(Shard {
+        broker: RefCell::new(Broker::new(shard, nr_shards, Rc::new(settings))),
+        wakers: ConnWakers::default(),
+        flush: (0..nr_shards).map(|_| Notify::default()).collect(),
+        drained: Notify::default(),
+        epoch,
+        dirty: RefCell::new(Vec::new()),
+    });
+
+    // Connect every mesh endpoint concurrently: each connect waits for its peer.
+    let rx_tasks: Vec<_> = receivers
+        .into_iter()
+        .map(|r| r.map(|r| spawn_local(r.connect())))
+        .collect();
+    let tx_tasks: Vec<_> = senders
+        .into_iter()
+        .map(|s| s.map(|s| spawn_local(s.connect())))
+        .collect();
+    for (from, t) in rx_tasks.into_iter().enumerate() {
+        if let Some(t) = t {
+            let r = t.await;
+            spawn_local(inbound(ctx.clone(), from, r)).detach();
+        }
+    }
+    for (dest, t) in tx_tasks.into_iter().enumerate() {
+        if let Some(t) = t {
+            let s = t.await;
+            spawn_local(flusher(ctx.clone(), dest, s)).detach();
+        }
+    }
+
+    let mut accepts: Vec<Task<()>> = Vec::new();
+    for l in listeners {
+        let l = super::listener::into_glommio(l);
+        accepts.push(spawn_local(accept_loop(ctx.clone(), l)));
+    }
+    spawn_local(ticker(ctx.clone())).detach();
+
+    while !shutdown.load(Ordering::Relaxed) {
+        sleep(Duration::from_millis(100)).await;
+    }
+    // Stop accepting, then tell every client and let the connections close.
+    drop(accepts);
+    ctx.with_broker(|b, _| b.shutdown());
+    let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_GRACE_MS);
+    while ctx.broker.borrow().connection_count() > 0 && Instant::now() < deadline {
+        sleep(Duration::from_millis(20)).await;
+    }
+    // Let the wills published by the last connections cross the mesh.
+    sleep(Duration::from_millis(100)).await;
+    Ok(())
+}
+
+async fn accept_loop(ctx: Rc<Shard>, listener: glommio::net::TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let Ok(peer) = stream.peer_addr() else {
+                    continue;
+                };
+                ctx.spawn_conn(stream, peer, None);
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning on the error.
+                tracing::warn!(error = %e, "accept failed");
+                sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// One task per inbound channel, looping only on `recv` (DESIGN.md: never in a select).
+async fn inbound(ctx: Rc<Shard>, from: ShardId, rx: ConnectedReceiver<Batch>) {
+    while let Some(batch) = rx.recv().await {
+        let mut handoffs = Vec::new();
+        ctx.with_broker(|b, now| {
+            for msg in batch {
+                if let Some(h) = b.mesh_in(from, msg, now) {
+                    handoffs.push(h);
+                }
+            }
+        });
+        for h in handoffs {
+            adopt(&ctx, h);
+        }
+    }
+}
+
+/// A connection handed over by another shard: rebuild the stream from its fd here.
+fn adopt(ctx: &Rc<Shard>, h: Box<Handoff>) {
+    let Handoff {
+        fd,
+        peer,
+        connect,
+        rest,
+    } = *h;
+    // SAFETY: `into_raw_fd` gives the stream sole ownership of a valid connected socket.
+    let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
+    ctx.spawn_conn(stream, peer, Some((connect, rest)));
+}
+
+/// Sends this shard's queued mesh messages to `dest` in batches, waiting for room in the ring.
+async fn flusher(ctx: Rc<Shard>, dest: ShardId, tx: ConnectedSender<Batch>) {
+    loop {
+        let notified = ctx.flush[dest].notified();
+        let batch = ctx
+            .broker
+            .borrow_mut()
+            .take_mesh_out(dest, MESH_BATCH_MESSAGES_MAX);
+        if batch.is_empty() {
+            ctx.drained.notify_all();
+            notified.await;
+            continue;
+        }
+        if tx.send(batch).await.is_err() {
+            // The peer shard has stopped (shutdown).
+            return;
+        }
+    }
+}
+
+async fn ticker(ctx: Rc<Shard>) {
+    loop {
+        sleep(Duration::from_secs(1)).await;
+        ctx.with_broker(|b, now| b.tick(now));
+    }
+}
+
+/// Moves a socket to its home shard: the fd is duplicated, the glommio stream dropped (which
+/// cancels its poll on this shard's ring), and the duplicate sent with the CONNECT.
+pub fn hand_off(
+    ctx: &Rc<Shard>,
+    id: ConnId,
+    stream: TcpStream,
+    peer: SocketAddr,
+    home: ShardId,
+    connect: Box<Connect>,
+    rest: BytesMut,
+) {
+    // SAFETY: dup of a descriptor we own; the result is checked before use.
+    let dup = unsafe { libc::dup(stream.as_raw_fd()) };
+    drop(stream);
+    ctx.with_broker(|b, _| b.release(id));
+    if dup < 0 {
+        tracing::warn!("handoff: dup failed: {}", std::io::Error::last_os_error());
+        return;
+    }
+    // SAFETY: `dup` returned a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(dup) };
+    let h = Handoff {
+        fd,
+        peer,
+        connect,
+        rest: rest.freeze(),
+    };
+    ctx.with_broker(|b, _| b.queue_handoff(home, h));
+}
