@@ -1,0 +1,98 @@
+//! Smoke tests of the running broker: publish / subscribe at each QoS with publisher and
+//! subscriber on different shards, and takeover across shards.
+
+mod support;
+
+use std::num::NonZeroU16;
+
+use ringmq::protocol::*;
+use support::*;
+
+fn subscribe(c: &mut Raw, filter: &str, q: QoS) {
+    let s = Subscribe {
+        packet_id: NonZeroU16::new(1).unwrap(),
+        properties: Default::default(),
+        filters: vec![(
+            MqttStr::from(filter),
+            SubscriptionOptions {
+                qos: q,
+                ..Default::default()
+            },
+        )],
+    };
+    c.send(&Packet::Subscribe(s));
+    match c.recv() {
+        Some(Packet::SubAck(a)) => assert!(!a.reasons[0].is_error(), "{a:?}"),
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+}
+
+fn publish(topic: &str, q: QoS, id: u16, payload: &'static [u8]) -> Packet {
+    Packet::Publish(Publish {
+        qos: q,
+        topic: MqttStr::from(topic),
+        packet_id: NonZeroU16::new(if q == QoS::AtMostOnce { 0 } else { id }),
+        payload: bytes::Bytes::from_static(payload),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn qos_levels_cross_shards() {
+    for shards in [1, 2] {
+        let broker = Broker::start(shards);
+        let (mut sub, _) = Raw::connect(&broker, V5, &id_on(0, shards, "sub"), true);
+        subscribe(&mut sub, "t/#", QoS::ExactlyOnce);
+        let (mut publ, _) = Raw::connect(&broker, V311, &id_on(shards - 1, shards, "pub"), true);
+        publ.send(&publish("t/0", QoS::AtMostOnce, 0, b"zero"));
+        publ.send(&publish("t/1", QoS::AtLeastOnce, 7, b"one"));
+        assert!(matches!(publ.recv(), Some(Packet::PubAck(a)) if a.packet_id.get() == 7));
+        publ.send(&publish("t/2", QoS::ExactlyOnce, 8, b"two"));
+        assert!(matches!(publ.recv(), Some(Packet::PubRec(a)) if a.packet_id.get() == 8));
+        publ.send(&Packet::PubRel(Ack::new(NonZeroU16::new(8).unwrap())));
+        assert!(matches!(publ.recv(), Some(Packet::PubComp(a)) if a.packet_id.get() == 8));
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            match sub.recv() {
+                Some(Packet::Publish(p)) => {
+                    got.push((p.topic.to_string(), p.qos));
+                    match p.qos {
+                        QoS::AtMostOnce => {}
+                        QoS::AtLeastOnce => {
+                            sub.send(&Packet::PubAck(Ack::new(p.packet_id.unwrap())))
+                        }
+                        QoS::ExactlyOnce => {
+                            sub.send(&Packet::PubRec(Ack::new(p.packet_id.unwrap())));
+                            assert!(matches!(sub.recv(), Some(Packet::PubRel(_))));
+                            sub.send(&Packet::PubComp(Ack::new(p.packet_id.unwrap())));
+                        }
+                    }
+                }
+                other => panic!("shards={shards}: expected PUBLISH, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            got,
+            vec![
+                ("t/0".to_string(), QoS::AtMostOnce),
+                ("t/1".to_string(), QoS::AtLeastOnce),
+                ("t/2".to_string(), QoS::ExactlyOnce)
+            ],
+            "shards={shards}"
+        );
+    }
+}
+
+#[test]
+fn takeover_disconnects_the_first_connection_with_0x8e() {
+    let broker = Broker::start(2);
+    let id = id_on(1, 2, "dup");
+    let (mut first, _) = Raw::connect(&broker, V5, &id, false);
+    let (_second, ack) = Raw::connect(&broker, V5, &id, false);
+    assert!(ack.session_present);
+    let got = first.expect_closed();
+    assert!(
+        matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason == ReasonCode::SessionTakenOver),
+        "{got:?}"
+    );
+}
