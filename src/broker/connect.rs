@@ -357,6 +357,10 @@ impl Broker {
     }
 
     fn publish_will(&mut self, key: ClientKey, will: Will) {
+        // Clients cannot publish to `$SYS` (FEATURES.md §9), with a will neither.
+        if will.topic.starts_with("$SYS") {
+            return;
+        }
         let publisher = self.clients[key as usize].publisher_id;
         let expiry_secs = will
             .properties
