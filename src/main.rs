@@ -56,6 +56,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = not_yet_supported(&config) {
+        eprintln!("ringmq: config: {e}");
+        return ExitCode::from(2);
+    }
     init_logging(&cli, &config);
     let opts = options(&cli, &config);
     match runtime::run(opts) {
@@ -65,6 +69,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Settings this build parses but does not act on yet: refused, rather than silently ignored.
+fn not_yet_supported(c: &Config) -> Result<(), String> {
+    if let Some(d) = c.mqtt.retry_interval {
+        return Err(format!(
+            "mqtt.retry_interval = \"{}s\": only \"infinity\" is supported (unacknowledged \
+             messages are resent when the session resumes, as MQTT 5.0 requires)",
+            d.as_secs()
+        ));
+    }
+    if c.mqtt.exclusive_subscription {
+        return Err("mqtt.exclusive_subscription = true: exclusive subscriptions are not supported yet".into());
+    }
+    if !c.rewrite.is_empty() {
+        return Err("rewrite: topic rewrite rules are not supported yet".into());
+    }
+    if !c.auto_subscribe.topics.is_empty() {
+        return Err("auto_subscribe.topics: auto subscribe is not supported yet".into());
+    }
+    Ok(())
 }
 
 fn options(cli: &Cli, config: &Config) -> Options {
