@@ -81,7 +81,10 @@ fn not_yet_supported(c: &Config) -> Result<(), String> {
         ));
     }
     if c.mqtt.exclusive_subscription {
-        return Err("mqtt.exclusive_subscription = true: exclusive subscriptions are not supported yet".into());
+        return Err(
+            "mqtt.exclusive_subscription = true: exclusive subscriptions are not supported yet"
+                .into(),
+        );
     }
     if !c.rewrite.is_empty() {
         return Err("rewrite: topic rewrite rules are not supported yet".into());

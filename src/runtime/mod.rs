@@ -246,6 +246,11 @@ fn block_stop_signals() {
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        // A shell starts background jobs with SIGINT ignored, and an ignored signal is discarded
+        // rather than queued for `sigtimedwait`: restore the default disposition (the signals
+        // stay blocked, so the default action never runs).
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
     }
 }
 
