@@ -116,12 +116,12 @@ fn await_route(sub: &mut Raw, publ: &mut Raw, topic: &str) {
             0,
             b"probe".to_vec(),
         ));
-        if let Some(Packet::Publish(p)) = sub.recv_within(Duration::from_millis(100)) {
-            if p.topic.to_string() == topic {
-                // Drain the other probes.
-                while sub.recv_within(Duration::from_millis(100)).is_some() {}
-                return;
-            }
+        if let Some(Packet::Publish(p)) = sub.recv_within(Duration::from_millis(100))
+            && p.topic == topic
+        {
+            // Drain the other probes.
+            while sub.recv_within(Duration::from_millis(100)).is_some() {}
+            return;
         }
     }
 }
@@ -680,7 +680,11 @@ fn decoder_fuzz_over_tcp_never_crashes_the_broker() {
                 let seed = 0x5EED_0000 + t;
                 let mut rng = Rng(seed);
                 for k in 0..100 {
-                    let v = if (k + t as usize) % 2 == 0 { V5 } else { V311 };
+                    let v = if (k + t as usize).is_multiple_of(2) {
+                        V5
+                    } else {
+                        V311
+                    };
                     let seeds = seeds(v);
                     let mut s = connect_stream(addr, v, &format!("fz-{t}-{k}"));
                     // Several fuzz strings on one connection, until the broker closes it.
@@ -914,11 +918,11 @@ fn a_subscriber_that_never_reads_does_not_grow_memory() {
             let deadline = Instant::now() + Duration::from_secs(240);
             while Instant::now() < deadline && !done.load(Ordering::SeqCst) {
                 match fast.recv_within(Duration::from_millis(200)) {
-                    Some(Packet::Publish(p)) if p.topic.to_string() == "flood/end" => {
+                    Some(Packet::Publish(p)) if p.topic == "flood/end" => {
                         got_end.store(true, Ordering::SeqCst);
                         return;
                     }
-                    Some(Packet::Publish(p)) if p.topic.to_string() == "flood/x" => {
+                    Some(Packet::Publish(p)) if p.topic == "flood/x" => {
                         received.fetch_add(1, Ordering::SeqCst);
                     }
                     _ => {}

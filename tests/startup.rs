@@ -221,7 +221,7 @@ fn sigterm_disconnects_with_0x8b_publishes_wills_and_exits_0() {
     );
     let got = packets_until_close(&mut sub);
     let will = got.iter().find_map(|p| match p {
-        Packet::Publish(p) if p.topic.to_string() == "wills/testament" => Some(p),
+        Packet::Publish(p) if p.topic == "wills/testament" => Some(p),
         _ => None,
     });
     assert!(
