@@ -378,8 +378,26 @@ impl Broker {
         self.route(Arc::new(msg));
     }
 
-    /// Shutdown: every v5 client is told 0x8B, every connection closes (wills are published as
-    /// each connection's end is reported through [`Broker::closed`]).
+    /// Shutdown, first step: every session ends with the process, so every pending will (of a
+    /// connected client, or one waiting out its delay) is published now, while the clients of
+    /// every shard are still connected to receive it.
+    pub fn publish_wills_for_shutdown(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+        let keys: Vec<ClientKey> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.will.is_some())
+            .map(|(key, _)| key as ClientKey)
+            .collect();
+        for key in keys {
+            self.will_delay.disarm(key);
+            if let Some(will) = self.clients[key as usize].will.take() {
+                self.publish_will(key, will);
+            }
+        }
+    }
+
+    /// Shutdown, second step: every v5 client is told 0x8B, every connection closes.
     pub fn shutdown(&mut self) {
         let ids: Vec<ConnId> = self.conns.iter().map(|(id, _)| id as ConnId).collect();
         for id in ids {

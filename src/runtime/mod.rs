@@ -137,6 +137,7 @@ pub fn start(opts: Options, shutdown: Arc<AtomicBool>) -> Result<Running, StartE
 
     let epoch = Instant::now();
     let done = Arc::new(AtomicUsize::new(0));
+    let wills_published = Arc::new(AtomicUsize::new(0));
     let cores = core_list(&opts);
     let mut handles = Vec::with_capacity(n);
     for (shard, ((mine, tx), rx)) in listeners
@@ -154,6 +155,7 @@ pub fn start(opts: Options, shutdown: Arc<AtomicBool>) -> Result<Running, StartE
             receivers: rx,
             epoch,
             shutdown: shutdown.clone(),
+            wills_published: wills_published.clone(),
         };
         let placement = match &cores {
             Some(cores) => Placement::Fixed(cores[shard]),

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -37,6 +37,8 @@ pub struct ShardSetup {
     pub receivers: Vec<Option<SharedReceiver<Batch>>>,
     pub epoch: Instant,
     pub shutdown: Arc<AtomicBool>,
+    /// Shards that have published their wills at shutdown (a barrier before disconnecting).
+    pub wills_published: Arc<AtomicUsize>,
 }
 
 /// The shard's state shared by its tasks (all on one thread).
@@ -75,6 +77,12 @@ impl Shard {
             self.wakers.wake(id);
         }
         r
+    }
+
+    /// True while some outbox holds messages not yet handed to the mesh.
+    fn mesh_pending(&self) -> bool {
+        let b = self.broker.borrow();
+        (0..b.nr_shards()).any(|d| d != b.shard() && b.mesh_out_len(d) > 0)
     }
 
     /// True while some outbox holds more than its bound: publishers stop reading until it drains.
@@ -119,6 +127,7 @@ pub async fn run(setup: ShardSetup) -> Result<(), String> {
         receivers,
         epoch,
         shutdown,
+        wills_published,
     } = setup;
     let ctx = Rc::new(Shard {
         broker: RefCell::new(Broker::new(shard, nr_shards, Rc::new(settings))),
@@ -161,8 +170,21 @@ pub async fn run(setup: ShardSetup) -> Result<(), String> {
     while !shutdown.load(Ordering::Relaxed) {
         sleep(Duration::from_millis(100)).await;
     }
-    // Stop accepting, then tell every client and let the connections close.
+    // Stop accepting, publish the wills while every shard's clients are still connected, and
+    // wait until every shard has done so and its wills have crossed the mesh; then tell every
+    // client and let the connections close.
     drop(accepts);
+    ctx.with_broker(|b, now| b.publish_wills_for_shutdown(now));
+    let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_GRACE_MS / 2);
+    while ctx.mesh_pending() && Instant::now() < deadline {
+        sleep(Duration::from_millis(5)).await;
+    }
+    wills_published.fetch_add(1, Ordering::SeqCst);
+    while wills_published.load(Ordering::SeqCst) < nr_shards && Instant::now() < deadline {
+        sleep(Duration::from_millis(5)).await;
+    }
+    // The inbound tasks hand what is in the rings to the local subscribers.
+    sleep(Duration::from_millis(50)).await;
     ctx.with_broker(|b, _| b.shutdown());
     let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_GRACE_MS);
     while ctx.broker.borrow().connection_count() > 0 && Instant::now() < deadline {

@@ -176,6 +176,16 @@ impl Raw {
         }
     }
 
+    /// Wraps a connection opened (and maybe already connected) elsewhere.
+    pub fn from_stream(stream: TcpStream, version: ProtocolVersion) -> Raw {
+        Raw {
+            stream,
+            version,
+            decoder: Decoder::with_version(version, 1 << 28),
+            buf: BytesMut::new(),
+        }
+    }
+
     /// Connects and returns the CONNACK.
     pub fn connect_with(broker: &Broker, c: Connect) -> (Raw, ConnAck) {
         let mut raw = Raw::open(broker, c.protocol);
