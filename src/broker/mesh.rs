@@ -26,6 +26,11 @@ pub enum MeshMsg {
     RouteDel(MqttStr),
     /// Store (or, with an empty payload, delete) the retained message of a topic this shard owns.
     Retain(Arc<Message>),
+    /// Asks the receiver to answer [`MeshMsg::RouteSyncAck`] with the same epoch: once it does, it
+    /// has applied every RouteAdd the sender sent before (the channels are FIFO).
+    RouteSync(u64),
+    /// The answer to [`MeshMsg::RouteSync`].
+    RouteSyncAck(u64),
     /// A new subscription asks this shard for its retained messages matching `filter`.
     RetainedQuery(Box<RetainedQuery>),
     /// The answer to a [`RetainedQuery`], sent back to the subscriber's shard.

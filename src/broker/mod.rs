@@ -90,6 +90,7 @@ pub struct Broker {
     /// Will delay, keyed by client.
     will_delay: Wheel,
     mesh_out: Vec<Vec<MeshMsg>>,
+    route_sync: subscribe::RouteSync,
     dirty: Vec<ConnId>,
     matches: Matches,
     packets: Vec<Packet>,
@@ -116,6 +117,7 @@ impl Broker {
             expiry: Wheel::default(),
             will_delay: Wheel::default(),
             mesh_out: (0..nr_shards).map(|_| Vec::new()).collect(),
+            route_sync: subscribe::RouteSync::new(nr_shards),
             dirty: Vec::new(),
             matches: Matches::default(),
             packets: Vec::new(),
@@ -194,6 +196,8 @@ impl Broker {
             }
             MeshMsg::RouteAdd(filter) => self.routes.add(&filter, from),
             MeshMsg::RouteDel(filter) => self.routes.remove(&filter, from),
+            MeshMsg::RouteSync(epoch) => self.send_mesh(from, MeshMsg::RouteSyncAck(epoch)),
+            MeshMsg::RouteSyncAck(epoch) => self.route_sync_acked(from, epoch),
             MeshMsg::Retain(m) => self.retained.store(m, &self.settings, now_ms),
             MeshMsg::RetainedQuery(q) => self.answer_retained_query(*q),
             MeshMsg::RetainedReply(r) => self.deliver_retained(r.target, r.messages),

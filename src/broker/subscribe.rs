@@ -132,7 +132,90 @@ impl Routes {
     }
 }
 
+/// SUBACKs held until every other shard has applied this shard's RouteAdds: a client on another
+/// shard that publishes after seeing our SUBACK must find the new route (FEATURES.md §1, and the
+/// usual "subscribe, then publish from another client" of conformance suites).
+#[derive(Debug)]
+pub(super) struct RouteSync {
+    /// RouteAdd broadcasts so far.
+    epoch: u64,
+    /// Highest epoch each shard has confirmed (own entry unused).
+    acked: Vec<u64>,
+    /// Highest epoch a RouteSync was sent for.
+    requested: u64,
+    pending: std::collections::VecDeque<PendingSubAck>,
+}
+
+#[derive(Debug)]
+struct PendingSubAck {
+    epoch: u64,
+    conn: ConnId,
+    client: ClientKey,
+    generation: u32,
+    ack: SubAck,
+    retained: Vec<(MqttStr, SubOpts)>,
+}
+
+impl RouteSync {
+    pub fn new(nr_shards: usize) -> Self {
+        RouteSync {
+            epoch: 0,
+            acked: vec![0; nr_shards],
+            requested: 0,
+            pending: Default::default(),
+        }
+    }
+
+    fn synced(&self, me: ShardId) -> u64 {
+        let others = self.acked.iter().enumerate().filter(|&(s, _)| s != me);
+        others.map(|(_, &e)| e).min().unwrap_or(self.epoch)
+    }
+}
+
 impl Broker {
+    pub(super) fn route_sync_acked(&mut self, from: ShardId, epoch: u64) {
+        let acked = &mut self.route_sync.acked[from];
+        *acked = (*acked).max(epoch);
+        let synced = self.route_sync.synced(self.shard);
+        while self
+            .route_sync
+            .pending
+            .front()
+            .is_some_and(|p| p.epoch <= synced)
+        {
+            let p = self.route_sync.pending.pop_front().expect("front exists");
+            self.complete_subscribe(p.conn, p.client, p.generation, p.ack, p.retained);
+        }
+    }
+
+    /// Sends the SUBACK, then asks for the retained messages (which follow it).
+    fn complete_subscribe(
+        &mut self,
+        conn: ConnId,
+        key: ClientKey,
+        generation: u32,
+        ack: SubAck,
+        retained: Vec<(MqttStr, SubOpts)>,
+    ) {
+        let current = self
+            .clients
+            .get(key as usize)
+            .is_some_and(|c| c.generation == generation);
+        if !current {
+            return;
+        }
+        if self
+            .conns
+            .get(conn as usize)
+            .is_some_and(|c| c.client == Some(key))
+        {
+            self.send(conn, &Packet::SubAck(ack));
+        }
+        for (filter, opts) in retained {
+            self.query_retained(key, filter, opts);
+        }
+    }
+
     pub(super) fn handle_subscribe(&mut self, id: ConnId, key: ClientKey, s: Subscribe) -> Flow {
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
@@ -184,10 +267,25 @@ impl Broker {
             properties: Default::default(),
             reasons,
         };
-        self.send(id, &Packet::SubAck(ack));
-        // Retained messages follow the SUBACK.
-        for (filter, opts) in retained {
-            self.query_retained(key, filter, opts);
+        let generation = self.clients[key as usize].generation;
+        let sync = &mut self.route_sync;
+        if sync.synced(self.shard) >= sync.epoch {
+            self.complete_subscribe(id, key, generation, ack, retained);
+            return Flow::Continue;
+        }
+        // Held (behind any earlier held SUBACK) until the other shards confirm the routes.
+        let epoch = sync.epoch;
+        sync.pending.push_back(PendingSubAck {
+            epoch,
+            conn: id,
+            client: key,
+            generation,
+            ack,
+            retained,
+        });
+        if sync.requested < epoch {
+            sync.requested = epoch;
+            self.broadcast(|| MeshMsg::RouteSync(epoch));
         }
         Flow::Continue
     }
@@ -215,9 +313,10 @@ impl Broker {
                 false
             }
         };
-        if self.local.add(filter, key, opts) {
+        if self.local.add(filter, key, opts) && self.nr_shards > 1 {
             let f = filter.clone();
             self.broadcast(|| MeshMsg::RouteAdd(f.clone()));
+            self.route_sync.epoch += 1;
         }
         Some(existed)
     }
