@@ -24,6 +24,9 @@ pub enum MeshMsg {
     RouteAdd(MqttStr),
     /// The sending shard lost its last local subscriber of this filter.
     RouteDel(MqttStr),
+    /// The receiver has applied the first `n` RouteAdds the sending shard got from it (mesh
+    /// channels are FIFO): SUBACKs waiting for those routes can go out.
+    RouteAck(u64),
     /// Store (or, with an empty payload, delete) the retained message of a topic this shard owns.
     Retain(Arc<Message>),
     /// A new subscription asks this shard for its retained messages matching `filter`.

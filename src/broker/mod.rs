@@ -90,6 +90,15 @@ pub struct Broker {
     /// Will delay, keyed by client.
     will_delay: Wheel,
     mesh_out: Vec<Vec<MeshMsg>>,
+    /// RouteAdds broadcast by this shard so far.
+    route_adds_out: u64,
+    /// Per shard: how many of our RouteAdds it has acknowledged.
+    route_adds_acked: Vec<u64>,
+    /// Per shard: how many RouteAdds it sent us.
+    route_adds_in: Vec<u64>,
+    /// SUBACKs held back until every shard knows the routes added before them, so that a
+    /// message published anywhere after the SUBACK reaches the subscription.
+    pending_subacks: std::collections::VecDeque<subscribe::PendingSubAck>,
     dirty: Vec<ConnId>,
     matches: Matches,
     packets: Vec<Packet>,
@@ -116,6 +125,10 @@ impl Broker {
             expiry: Wheel::default(),
             will_delay: Wheel::default(),
             mesh_out: (0..nr_shards).map(|_| Vec::new()).collect(),
+            route_adds_out: 0,
+            route_adds_acked: vec![0; nr_shards],
+            route_adds_in: vec![0; nr_shards],
+            pending_subacks: Default::default(),
             dirty: Vec::new(),
             matches: Matches::default(),
             packets: Vec::new(),
@@ -192,7 +205,16 @@ impl Broker {
             MeshMsg::Publish(m) => {
                 self.deliver_local(&m);
             }
-            MeshMsg::RouteAdd(filter) => self.routes.add(&filter, from),
+            MeshMsg::RouteAdd(filter) => {
+                self.routes.add(&filter, from);
+                self.route_adds_in[from] += 1;
+                let n = self.route_adds_in[from];
+                self.send_mesh(from, MeshMsg::RouteAck(n));
+            }
+            MeshMsg::RouteAck(n) => {
+                self.route_adds_acked[from] = n;
+                self.release_subacks();
+            }
             MeshMsg::RouteDel(filter) => self.routes.remove(&filter, from),
             MeshMsg::Retain(m) => self.retained.store(m, &self.settings, now_ms),
             MeshMsg::RetainedQuery(q) => self.answer_retained_query(*q),

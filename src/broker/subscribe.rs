@@ -31,6 +31,18 @@ pub(super) struct Sub {
     pub opts: SubOpts,
 }
 
+/// A SUBACK waiting for RouteAck from every other shard (see `Broker::pending_subacks`).
+#[derive(Debug)]
+pub(super) struct PendingSubAck {
+    /// Sent once every shard acknowledged this many of our RouteAdds.
+    route_adds: u64,
+    conn: ConnId,
+    key: ClientKey,
+    generation: u32,
+    ack: SubAck,
+    retained: Vec<(MqttStr, SubOpts)>,
+}
+
 /// This shard's subscribers per filter.
 #[derive(Debug, Default)]
 pub(super) struct LocalSubs {
@@ -184,12 +196,53 @@ impl Broker {
             properties: Default::default(),
             reasons,
         };
-        self.send(id, &Packet::SubAck(ack));
-        // Retained messages follow the SUBACK.
-        for (filter, opts) in retained {
-            self.query_retained(key, filter, opts);
+        let pending = PendingSubAck {
+            route_adds: self.route_adds_out,
+            conn: id,
+            key,
+            generation: self.clients[key as usize].generation,
+            ack,
+            retained,
+        };
+        if self.pending_subacks.is_empty() && self.routes_confirmed(pending.route_adds) {
+            self.send_suback(pending);
+        } else {
+            self.pending_subacks.push_back(pending);
         }
         Flow::Continue
+    }
+
+    /// Whether every other shard has applied our first `n` RouteAdds.
+    fn routes_confirmed(&self, n: u64) -> bool {
+        (0..self.nr_shards).all(|d| d == self.shard || self.route_adds_acked[d] >= n)
+    }
+
+    /// Sends the held-back SUBACKs whose routes every shard now knows, in order.
+    pub(super) fn release_subacks(&mut self) {
+        while let Some(p) = self.pending_subacks.front() {
+            if !self.routes_confirmed(p.route_adds) {
+                return;
+            }
+            let p = self.pending_subacks.pop_front().expect("front exists");
+            self.send_suback(p);
+        }
+    }
+
+    fn send_suback(&mut self, p: PendingSubAck) {
+        let current = self
+            .clients
+            .get(p.key as usize)
+            .is_some_and(|c| c.generation == p.generation);
+        if !current {
+            return;
+        }
+        if self.clients[p.key as usize].conn == Some(p.conn) {
+            self.send(p.conn, &Packet::SubAck(p.ack));
+        }
+        // Retained messages follow the SUBACK.
+        for (filter, opts) in p.retained {
+            self.query_retained(p.key, filter, opts);
+        }
     }
 
     /// Adds or replaces a subscription; `Some(existed)`, or `None` over `max_subscriptions`.
@@ -215,9 +268,10 @@ impl Broker {
                 false
             }
         };
-        if self.local.add(filter, key, opts) {
+        if self.local.add(filter, key, opts) && self.nr_shards > 1 {
             let f = filter.clone();
             self.broadcast(|| MeshMsg::RouteAdd(f.clone()));
+            self.route_adds_out += 1;
         }
         Some(existed)
     }
