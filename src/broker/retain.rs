@@ -3,6 +3,7 @@
 //! and an expired message is dropped when it is next looked at (and by a periodic sweep).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use ahash::AHashMap;
 
@@ -23,34 +24,56 @@ pub(super) struct RetainStore {
 }
 
 impl RetainStore {
+    /// `max_retained_messages` is a broker-wide limit: the count is shared by all shards.
     pub fn store(&mut self, msg: Arc<Message>, s: &Settings, now_ms: u64) {
+        let count = &s.retained_count.0;
         if msg.payload.is_empty() {
-            self.by_topic.remove(&msg.topic);
+            if self.by_topic.remove(&msg.topic).is_some() {
+                count.fetch_sub(1, Ordering::Relaxed);
+            }
             return;
         }
-        let full = s.max_retained_messages != 0
-            && self.by_topic.len() >= s.max_retained_messages
-            && !self.by_topic.contains_key(&msg.topic);
-        if full || msg.payload.len() > s.max_retained_payload || msg.is_expired(now_ms) {
+        if msg.payload.len() > s.max_retained_payload || msg.is_expired(now_ms) {
             self.dropped += 1;
             return;
+        }
+        if !self.by_topic.contains_key(&msg.topic) {
+            let max = s.max_retained_messages;
+            let reserved = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (max == 0 || n < max).then_some(n + 1)
+            });
+            if reserved.is_err() {
+                self.dropped += 1;
+                return;
+            }
         }
         self.by_topic.insert(msg.topic.clone(), msg);
     }
 
+    /// Drops the expired messages, and gives their places back to the shared count.
+    fn sweep(&mut self, now_ms: u64, s: &Settings) {
+        let before = self.by_topic.len();
+        self.by_topic.retain(|_, m| !m.is_expired(now_ms));
+        let gone = before - self.by_topic.len();
+        if gone > 0 {
+            s.retained_count.0.fetch_sub(gone, Ordering::Relaxed);
+        }
+    }
+
     /// The live retained messages whose topic matches `filter`.
-    pub fn matching(&mut self, filter: &str, now_ms: u64) -> Vec<Arc<Message>> {
+    pub fn matching(&mut self, filter: &str, now_ms: u64, s: &Settings) -> Vec<Arc<Message>> {
         if !topic::has_wildcards(filter) {
             return match self.by_topic.get(filter) {
                 Some(m) if m.is_expired(now_ms) => {
                     self.by_topic.remove(filter);
+                    s.retained_count.0.fetch_sub(1, Ordering::Relaxed);
                     Vec::new()
                 }
                 Some(m) => vec![m.clone()],
                 None => Vec::new(),
             };
         }
-        self.by_topic.retain(|_, m| !m.is_expired(now_ms));
+        self.sweep(now_ms, s);
         self.by_topic
             .iter()
             .filter(|(t, _)| topic::matches(filter, t))
@@ -62,10 +85,10 @@ impl RetainStore {
         self.by_topic.len()
     }
 
-    pub fn tick(&mut self, now_ms: u64) {
+    pub fn tick(&mut self, now_ms: u64, s: &Settings) {
         self.ticks += 1;
         if self.ticks % SWEEP_TICKS == 0 {
-            self.by_topic.retain(|_, m| !m.is_expired(now_ms));
+            self.sweep(now_ms, s);
         }
     }
 }
