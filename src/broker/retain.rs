@@ -87,7 +87,7 @@ impl RetainStore {
 
     pub fn tick(&mut self, now_ms: u64, s: &Settings) {
         self.ticks += 1;
-        if self.ticks % SWEEP_TICKS == 0 {
+        if self.ticks.is_multiple_of(SWEEP_TICKS) {
             self.sweep(now_ms, s);
         }
     }
