@@ -286,7 +286,7 @@ fn overlapping_subscriptions_deliver_at_the_highest_granted_qos() {
         );
         assert!(
             got.iter()
-                .all(|p| p.topic == "ovl/x" && p.payload == &b"m"[..])
+                .all(|p| p.topic == "ovl/x" && p.payload == b"m"[..])
         );
         let top = got.iter().map(|p| p.qos).max().unwrap();
         assert_eq!(top, QoS::ExactlyOnce, "shards={shards}: {got:?}");
