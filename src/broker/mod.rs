@@ -225,7 +225,7 @@ impl Broker {
         for (_, client) in self.clients.iter_mut() {
             client.session.tick(now_ms);
         }
-        self.retained.tick(now_ms);
+        self.retained.tick(now_ms, &self.settings);
     }
 
     /// Number of connections and sessions on this shard (for tests and `$SYS`).

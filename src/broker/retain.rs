@@ -3,6 +3,7 @@
 //! and an expired message is dropped when it is next looked at (and by a periodic sweep).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use ahash::AHashMap;
 
@@ -23,34 +24,49 @@ pub(super) struct RetainStore {
 }
 
 impl RetainStore {
+    /// `max_retained_messages` is a broker-wide limit: when one is set, the count is shared by
+    /// all shards (one atomic, touched only by retained stores and deletes); without a limit no
+    /// count is kept.
     pub fn store(&mut self, msg: Arc<Message>, s: &Settings, now_ms: u64) {
         if msg.payload.is_empty() {
-            self.by_topic.remove(&msg.topic);
+            if self.by_topic.remove(&msg.topic).is_some() {
+                release(s, 1);
+            }
             return;
         }
-        let full = s.max_retained_messages != 0
-            && self.by_topic.len() >= s.max_retained_messages
-            && !self.by_topic.contains_key(&msg.topic);
-        if full || msg.payload.len() > s.max_retained_payload || msg.is_expired(now_ms) {
+        if msg.payload.len() > s.max_retained_payload || msg.is_expired(now_ms) {
+            self.dropped += 1;
+            return;
+        }
+        if !self.by_topic.contains_key(&msg.topic) && !reserve(s) {
             self.dropped += 1;
             return;
         }
         self.by_topic.insert(msg.topic.clone(), msg);
     }
 
+    /// Drops the expired messages, and gives their places back to the shared count.
+    fn sweep(&mut self, now_ms: u64, s: &Settings) {
+        let before = self.by_topic.len();
+        self.by_topic.retain(|_, m| !m.is_expired(now_ms));
+        let gone = before - self.by_topic.len();
+        release(s, gone);
+    }
+
     /// The live retained messages whose topic matches `filter`.
-    pub fn matching(&mut self, filter: &str, now_ms: u64) -> Vec<Arc<Message>> {
+    pub fn matching(&mut self, filter: &str, now_ms: u64, s: &Settings) -> Vec<Arc<Message>> {
         if !topic::has_wildcards(filter) {
             return match self.by_topic.get(filter) {
                 Some(m) if m.is_expired(now_ms) => {
                     self.by_topic.remove(filter);
+                    release(s, 1);
                     Vec::new()
                 }
                 Some(m) => vec![m.clone()],
                 None => Vec::new(),
             };
         }
-        self.by_topic.retain(|_, m| !m.is_expired(now_ms));
+        self.sweep(now_ms, s);
         self.by_topic
             .iter()
             .filter(|(t, _)| topic::matches(filter, t))
@@ -62,10 +78,29 @@ impl RetainStore {
         self.by_topic.len()
     }
 
-    pub fn tick(&mut self, now_ms: u64) {
+    pub fn tick(&mut self, now_ms: u64, s: &Settings) {
         self.ticks += 1;
-        if self.ticks % SWEEP_TICKS == 0 {
-            self.by_topic.retain(|_, m| !m.is_expired(now_ms));
+        if self.ticks.is_multiple_of(SWEEP_TICKS) {
+            self.sweep(now_ms, s);
         }
+    }
+}
+
+/// Takes a place under `max_retained_messages`; always succeeds without a limit.
+fn reserve(s: &Settings) -> bool {
+    let max = s.max_retained_messages;
+    max == 0
+        || s.retained_count
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+}
+
+/// Gives `n` places back.
+fn release(s: &Settings, n: usize) {
+    if s.max_retained_messages != 0 && n > 0 {
+        s.retained_count.0.fetch_sub(n, Ordering::Relaxed);
     }
 }

@@ -32,6 +32,19 @@ pub struct Settings {
     /// 0 = unlimited.
     pub max_retained_messages: usize,
     pub max_retained_payload: usize,
+    /// Retained messages stored on all shards together (shared by every shard's copy of the
+    /// settings), for `max_retained_messages`.
+    pub retained_count: RetainedCount,
+}
+
+/// A counter shared by all shards; equal to any other (it is state, not configuration).
+#[derive(Debug, Clone, Default)]
+pub struct RetainedCount(pub std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl PartialEq for RetainedCount {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 impl Default for Settings {
@@ -60,6 +73,7 @@ impl Default for Settings {
             retainer_enable: true,
             max_retained_messages: 0,
             max_retained_payload: 1 << 20,
+            retained_count: RetainedCount::default(),
         }
     }
 }
@@ -118,6 +132,7 @@ impl Settings {
                 .unwrap_or(usize::MAX),
             max_retained_payload: usize::try_from(c.retainer.max_payload_size)
                 .unwrap_or(usize::MAX),
+            retained_count: RetainedCount::default(),
         }
     }
 }

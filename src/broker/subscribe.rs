@@ -388,7 +388,9 @@ impl Broker {
     }
 
     pub(super) fn answer_retained_query(&mut self, q: RetainedQuery) {
-        let messages = self.retained.matching(&q.filter, self.now_ms);
+        let messages = self
+            .retained
+            .matching(&q.filter, self.now_ms, &self.settings);
         if messages.is_empty() {
             return;
         }

@@ -161,6 +161,8 @@ pub struct Raw {
     pub version: ProtocolVersion,
     decoder: Decoder,
     buf: BytesMut,
+    /// Packets read ahead by [`Raw::publish`] while waiting for its acknowledgement.
+    stashed: std::collections::VecDeque<Packet>,
 }
 
 impl Raw {
@@ -173,6 +175,7 @@ impl Raw {
             version,
             decoder: Decoder::with_version(version, 1 << 28),
             buf: BytesMut::new(),
+            stashed: Default::default(),
         }
     }
 
@@ -220,6 +223,9 @@ impl Raw {
 
     /// The next packet within `timeout`; `None` on timeout or when the broker closed the socket.
     pub fn recv_within(&mut self, timeout: Duration) -> Option<Packet> {
+        if let Some(p) = self.stashed.pop_front() {
+            return Some(p);
+        }
         let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(p)) = self.decoder.decode(&mut self.buf) {
@@ -296,4 +302,148 @@ impl Raw {
 
 pub fn qos(n: u8) -> QoS {
     QoS::from_u8(n).unwrap()
+}
+
+/// A topic `{prefix}/{i}` whose retained message lives on `shard` of `nr_shards`.
+pub fn topic_on(shard: usize, nr_shards: usize, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}/{i}"))
+        .find(|t| ringmq::broker::mesh::retain_shard(t, nr_shards) == shard)
+        .unwrap()
+}
+
+/// A PUBLISH of `payload` to `topic`; `id` is used as the packet id for QoS 1 and 2.
+pub fn publish(topic: &str, q: QoS, id: u16, payload: &[u8]) -> ringmq::protocol::Publish {
+    ringmq::protocol::Publish {
+        qos: q,
+        topic: MqttStr::from(topic),
+        packet_id: std::num::NonZeroU16::new(if q == QoS::AtMostOnce { 0 } else { id }),
+        payload: bytes::Bytes::copy_from_slice(payload),
+        ..Default::default()
+    }
+}
+
+/// Subscription options with `qos` and everything else default.
+pub fn opts(q: u8) -> ringmq::protocol::SubscriptionOptions {
+    ringmq::protocol::SubscriptionOptions {
+        qos: qos(q),
+        ..Default::default()
+    }
+}
+
+impl Raw {
+    /// Sends a SUBSCRIBE (with an optional Subscription Identifier) and returns the SUBACK codes.
+    pub fn subscribe_with(
+        &mut self,
+        filters: &[(&str, ringmq::protocol::SubscriptionOptions)],
+        sub_id: Option<u32>,
+    ) -> Vec<ringmq::protocol::ReasonCode> {
+        let s = ringmq::protocol::Subscribe {
+            packet_id: std::num::NonZeroU16::new(1).unwrap(),
+            properties: ringmq::protocol::SubscribeProperties {
+                subscription_identifier: sub_id.and_then(std::num::NonZeroU32::new),
+                ..Default::default()
+            },
+            filters: filters
+                .iter()
+                .map(|(f, o)| (MqttStr::from(*f), *o))
+                .collect(),
+        };
+        self.send(&Packet::Subscribe(s));
+        match self.recv() {
+            Some(Packet::SubAck(a)) => a.reasons,
+            other => panic!("expected SUBACK, got {other:?}"),
+        }
+    }
+
+    /// Subscribes to one filter at QoS `q` and asserts it is granted as asked.
+    pub fn subscribe(&mut self, filter: &str, q: u8) {
+        let granted = self.subscribe_with(&[(filter, opts(q))], None);
+        assert_eq!(granted[0] as u8, q, "SUBACK for {filter}: {granted:?}");
+    }
+
+    /// Publishes and completes the QoS 1 / 2 exchange; returns the PUBACK / PUBREC reason
+    /// (Success for QoS 0).
+    /// PUBLISHes (and PUBRELs) arriving meanwhile are kept for the next `recv`.
+    pub fn publish(&mut self, p: ringmq::protocol::Publish) -> ringmq::protocol::ReasonCode {
+        use ringmq::protocol::{Ack, ReasonCode};
+        let (q, pid) = (p.qos, p.packet_id);
+        self.send(&Packet::Publish(p));
+        match (q, pid) {
+            (QoS::AtLeastOnce, Some(id)) => match self.recv_ack() {
+                Some(Packet::PubAck(a)) if a.packet_id == id => a.reason,
+                other => panic!("expected PUBACK {id}, got {other:?}"),
+            },
+            (QoS::ExactlyOnce, Some(id)) => {
+                let reason = match self.recv_ack() {
+                    Some(Packet::PubRec(a)) if a.packet_id == id => a.reason,
+                    other => panic!("expected PUBREC {id}, got {other:?}"),
+                };
+                if !reason.is_error() {
+                    self.send(&Packet::PubRel(Ack::new(id)));
+                    match self.recv_ack() {
+                        Some(Packet::PubComp(a)) if a.packet_id == id => {}
+                        other => panic!("expected PUBCOMP {id}, got {other:?}"),
+                    }
+                }
+                reason
+            }
+            _ => ReasonCode::Success,
+        }
+    }
+
+    /// The next packet that is not a PUBLISH or PUBREL (those are stashed for later).
+    fn recv_ack(&mut self) -> Option<Packet> {
+        let mut ahead = Vec::new();
+        let got = loop {
+            match self.recv_within(WAIT) {
+                Some(p @ (Packet::Publish(_) | Packet::PubRel(_))) => ahead.push(p),
+                other => break other,
+            }
+        };
+        for p in ahead.into_iter().rev() {
+            self.stashed.push_front(p);
+        }
+        got
+    }
+
+    /// The next PUBLISH within `timeout`, acknowledged (PUBACK, or PUBREC with the PUBCOMP sent
+    /// when its PUBREL shows up later). PUBRELs met on the way are answered and skipped.
+    pub fn recv_publish_within(&mut self, timeout: Duration) -> Option<ringmq::protocol::Publish> {
+        use ringmq::protocol::Ack;
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv_within(left)? {
+                Packet::Publish(p) => {
+                    match (p.qos, p.packet_id) {
+                        (QoS::AtLeastOnce, Some(id)) => self.send(&Packet::PubAck(Ack::new(id))),
+                        (QoS::ExactlyOnce, Some(id)) => self.send(&Packet::PubRec(Ack::new(id))),
+                        _ => {}
+                    }
+                    return Some(p);
+                }
+                Packet::PubRel(a) => self.send(&Packet::PubComp(Ack::new(a.packet_id))),
+                other => panic!("expected PUBLISH, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next PUBLISH (acknowledged); panics after [`WAIT`].
+    pub fn recv_publish(&mut self) -> ringmq::protocol::Publish {
+        self.recv_publish_within(WAIT)
+            .expect("expected a PUBLISH, got nothing")
+    }
+
+    /// Asserts no PUBLISH arrives for `d` (PUBRELs are answered).
+    pub fn expect_no_publish(&mut self, d: Duration) {
+        if let Some(p) = self.recv_publish_within(d) {
+            panic!("expected no PUBLISH, got {p:?}");
+        }
+    }
+
+    /// Every PUBLISH until `quiet` passes without one.
+    pub fn drain_publishes(&mut self, quiet: Duration) -> Vec<ringmq::protocol::Publish> {
+        std::iter::from_fn(|| self.recv_publish_within(quiet)).collect()
+    }
 }
