@@ -38,12 +38,21 @@ mod tempfile_path {
     }
 }
 
+/// A free loopback port below the kernel's ephemeral range (32768-60999 by default), so that no
+/// client socket of a concurrently running test can take it between this check and the broker's
+/// bind. Each call in a process returns a different port.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Spread processes (test binaries) over the range by pid; step within one process.
+    let base = 20_000 + (std::process::id() * 97) % 10_000;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (base + n * 7) % 12_000 + 20_000;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
 }
 
 impl Broker {
@@ -52,7 +61,18 @@ impl Broker {
     }
 
     /// Starts ringmq with `config` (TOML, may be empty) and extra command-line arguments.
+    /// A broker that exits before listening (its port taken meanwhile) is started again on
+    /// another port.
     pub fn start_with(shards: usize, config: &str, args: &[&str]) -> Broker {
+        for _ in 0..3 {
+            if let Some(b) = Broker::try_start(shards, config, args) {
+                return b;
+            }
+        }
+        panic!("ringmq exited before listening, three times");
+    }
+
+    fn try_start(shards: usize, config: &str, args: &[&str]) -> Option<Broker> {
         let port = free_port();
         let config_file = (!config.is_empty()).then(|| {
             let path = std::env::temp_dir()
@@ -76,21 +96,26 @@ impl Broker {
             cmd.arg("--config").arg(&f.0);
         }
         let child = cmd.spawn().expect("start ringmq");
-        let broker = Broker {
+        let mut broker = Broker {
             child: Some(child),
             port,
             shards,
             _config: config_file,
         };
-        broker.wait_ready();
-        broker
+        broker.wait_ready().then_some(broker)
     }
 
-    fn wait_ready(&self) {
+    /// True once the broker accepts connections; false if it exited first.
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+                return true;
+            }
+            let child = self.child.as_mut().expect("running");
+            if child.try_wait().expect("child status").is_some() {
+                self.child = None;
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
