@@ -195,13 +195,7 @@ impl Raw {
     pub fn open(broker: &Broker, version: ProtocolVersion) -> Raw {
         let stream = TcpStream::connect(broker.addr()).unwrap();
         stream.set_nodelay(true).unwrap();
-        Raw {
-            stream,
-            version,
-            decoder: Decoder::with_version(version, 1 << 28),
-            buf: BytesMut::new(),
-            stashed: Default::default(),
-        }
+        Raw::from_stream(stream, version)
     }
 
     /// Wraps a connection opened (and maybe already connected) elsewhere.
@@ -211,6 +205,7 @@ impl Raw {
             version,
             decoder: Decoder::with_version(version, 1 << 28),
             buf: BytesMut::new(),
+            stashed: Default::default(),
         }
     }
 
