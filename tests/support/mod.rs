@@ -287,3 +287,87 @@ impl Raw {
 pub fn qos(n: u8) -> QoS {
     QoS::from_u8(n).unwrap()
 }
+
+/// Subscribes to one filter (packet id 1) and asserts the SUBACK grants it.
+pub fn subscribe(c: &mut Raw, filter: &str, q: QoS) {
+    use ringmq::protocol::{Subscribe, SubscriptionOptions};
+    let s = Subscribe {
+        packet_id: std::num::NonZeroU16::new(1).unwrap(),
+        properties: Default::default(),
+        filters: vec![(
+            MqttStr::from(filter),
+            SubscriptionOptions {
+                qos: q,
+                ..Default::default()
+            },
+        )],
+    };
+    c.send(&Packet::Subscribe(s));
+    match c.recv() {
+        Some(Packet::SubAck(a)) => assert!(!a.reasons[0].is_error(), "{a:?}"),
+        other => panic!("expected SUBACK, got {other:?}"),
+    }
+}
+
+/// A PUBLISH packet; `id` is ignored for QoS 0.
+pub fn publish_packet(topic: &str, q: QoS, id: u16, payload: &[u8]) -> Packet {
+    Packet::Publish(ringmq::protocol::Publish {
+        qos: q,
+        topic: MqttStr::from(topic),
+        packet_id: std::num::NonZeroU16::new(if q == QoS::AtMostOnce { 0 } else { id }),
+        payload: bytes::Bytes::copy_from_slice(payload),
+        ..Default::default()
+    })
+}
+
+/// The next packet, which must be a PUBLISH.
+pub fn expect_publish(c: &mut Raw) -> ringmq::protocol::Publish {
+    match c.recv() {
+        Some(Packet::Publish(p)) => p,
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+}
+
+impl Raw {
+    /// Publishes at QoS 0 or 1 (waiting for the PUBACK); packet id 1.
+    pub fn publish(&mut self, topic: &str, q: QoS, payload: &[u8]) {
+        assert!(q != QoS::ExactlyOnce, "use the packets for QoS 2");
+        self.send(&publish_packet(topic, q, 1, payload));
+        if q == QoS::AtLeastOnce {
+            match self.recv() {
+                Some(Packet::PubAck(a)) => assert_eq!(a.packet_id.get(), 1),
+                other => panic!("expected PUBACK, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends DISCONNECT (v5 reason 0x00) and waits for the broker to close the connection.
+    pub fn disconnect(mut self) {
+        self.send(&Packet::Disconnect(Default::default()));
+        self.expect_closed();
+    }
+}
+
+/// Waits until `sub`'s new subscription matching `topic` is known to `publ`'s shard: route
+/// updates cross shards asynchronously, after the SUBACK. Publishes QoS 0 probes (payload
+/// `probe`) until one arrives, then drains the rest.
+pub fn sync_route(publ: &mut Raw, sub: &mut Raw, topic: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "route to {topic} never appeared");
+        publ.publish(topic, QoS::AtMostOnce, b"probe");
+        if let Some(p) = sub.recv_within(Duration::from_millis(100)) {
+            assert!(
+                matches!(&p, Packet::Publish(p) if &p.payload[..] == b"probe"),
+                "{p:?}"
+            );
+            break;
+        }
+    }
+    while let Some(p) = sub.recv_within(Duration::from_millis(300)) {
+        assert!(
+            matches!(&p, Packet::Publish(p) if &p.payload[..] == b"probe"),
+            "{p:?}"
+        );
+    }
+}
