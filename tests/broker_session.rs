@@ -343,12 +343,27 @@ fn offline_subscriber(
     id
 }
 
+/// A QoS 0 subscriber of `filter` on `shard`, created after `filter` already has a subscriber
+/// there: a message routed to that shard reaches every local subscriber at once, so once this
+/// one has seen a message, so has every session on the shard.
+fn watcher(broker: &Broker, shard: usize, filter: &str) -> Raw {
+    let (mut w, _) = Raw::connect(broker, V5, &id_on(shard, broker.shards, "watch"), true);
+    subscribe(&mut w, filter, QoS::AtMostOnce);
+    w
+}
+
+/// Reads `w`'s messages up to the one with `payload`.
+fn wait_for(w: &mut Raw, payload: &[u8]) {
+    while &expect_publish(w).payload[..] != payload {}
+}
+
 #[test]
 fn offline_queue_is_delivered_in_order_on_reconnect() {
     for shards in SHARDS {
         let broker = Broker::start(shards);
         let (mut publ, _) = Raw::connect(&broker, V311, &id_on(shards - 1, shards, "pub"), true);
         let id = offline_subscriber(&broker, &mut publ, 0, "offline", "q/#", "q/probe");
+        let mut w = watcher(&broker, 0, "q/#");
         for n in 0..10u8 {
             let q = if n % 3 == 0 {
                 QoS::AtMostOnce
@@ -357,6 +372,7 @@ fn offline_queue_is_delivered_in_order_on_reconnect() {
             };
             publ.publish(&format!("q/{n}"), q, &[n]);
         }
+        wait_for(&mut w, &[9]);
         let (mut c, ack) = connect_ok(&broker, v5_connect(&id, false, Some(60)));
         assert!(ack.session_present);
         for n in 0..10u8 {
@@ -377,9 +393,12 @@ fn offline_queue_keeps_the_newest_max_mqueue_len() {
         let broker = Broker::start_with(shards, "[mqtt]\nmax_mqueue_len = 3\n", &[]);
         let (mut publ, _) = Raw::connect(&broker, V5, &id_on(shards - 1, shards, "pub"), true);
         let id = offline_subscriber(&broker, &mut publ, 0, "bounded", "b/#", "b/probe");
+        let mut w = watcher(&broker, 0, "b/#");
         for n in 1..=6u8 {
             publ.publish("b/x", QoS::AtLeastOnce, &[n]);
         }
+        // All six reached the offline session before it resumes.
+        wait_for(&mut w, &[6]);
         let (mut c, ack) = connect_ok(&broker, v5_connect(&id, false, Some(60)));
         assert!(ack.session_present);
         for n in 4..=6u8 {
