@@ -180,6 +180,11 @@ impl Broker {
         if let Some(conn) = self.conns.get_mut(id as usize) {
             if conn.close.is_none() {
                 conn.close = Some(reason);
+                // Nothing sent from now on reaches the client: its session queues instead.
+                let client = conn.client.and_then(|k| self.clients.get_mut(k as usize));
+                if let Some(client) = client.filter(|c| c.conn == Some(id)) {
+                    client.session.disconnect();
+                }
             }
             if !conn.dirty {
                 conn.dirty = true;

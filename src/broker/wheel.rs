@@ -29,10 +29,12 @@ impl Wheel {
         self.tick
     }
 
-    /// Arms `key` to expire `after_secs` seconds from now (at least one tick), replacing any
-    /// earlier deadline of the key.
+    /// Arms `key` to expire no sooner than `after_secs` seconds from now, replacing any earlier
+    /// deadline of the key. The current tick is partly over, so the deadline is `after_secs`
+    /// whole ticks after it: the key fires between `after_secs` and `after_secs + 1` seconds
+    /// from now, never early.
     pub fn arm(&mut self, key: u32, after_secs: u32) {
-        let at = self.tick.saturating_add(after_secs.max(1));
+        let at = self.deadline_after(after_secs);
         let k = key as usize;
         if self.deadline.len() <= k {
             self.deadline.resize(k + 1, 0);
@@ -44,11 +46,15 @@ impl Wheel {
     /// Moves an armed key's deadline later (a keep-alive touch): one store, no wheel operation.
     /// A key that is not armed, or a deadline earlier than the armed one, is re-armed instead.
     pub fn extend(&mut self, key: u32, after_secs: u32) {
-        let at = self.tick.saturating_add(after_secs.max(1));
+        let at = self.deadline_after(after_secs);
         match self.deadline.get_mut(key as usize) {
             Some(d) if *d != 0 && *d <= at => *d = at,
             _ => self.arm(key, after_secs),
         }
+    }
+
+    fn deadline_after(&self, after_secs: u32) -> u32 {
+        self.tick.saturating_add(after_secs).saturating_add(1)
     }
 
     pub fn disarm(&mut self, key: u32) {
@@ -117,8 +123,8 @@ mod tests {
         w.arm(1, 3);
         w.arm(2, 1);
         w.arm(3, 1000); // longer than the wheel: re-filed lazily
-        let fired = run(&mut w, 1001);
-        assert_eq!(fired, vec![(t0 + 1, 2), (t0 + 3, 1), (t0 + 1000, 3)]);
+        let fired = run(&mut w, 1002);
+        assert_eq!(fired, vec![(t0 + 2, 2), (t0 + 4, 1), (t0 + 1001, 3)]);
     }
 
     #[test]
@@ -131,7 +137,7 @@ mod tests {
         w.disarm(8);
         assert!(!w.is_armed(8));
         let fired = run(&mut w, 20);
-        assert_eq!(fired, vec![(t0 + 10, 7)]);
+        assert_eq!(fired, vec![(t0 + 11, 7)]);
         assert!(!w.is_armed(7));
     }
 
@@ -141,6 +147,6 @@ mod tests {
         let t0 = w.now();
         w.arm(4, 50);
         w.arm(4, 5);
-        assert_eq!(run(&mut w, 60), vec![(t0 + 5, 4)]);
+        assert_eq!(run(&mut w, 60), vec![(t0 + 6, 4)]);
     }
 }

@@ -467,3 +467,52 @@ impl Raw {
         std::iter::from_fn(|| self.recv_publish_within(quiet)).collect()
     }
 }
+
+/// Subscribes to one filter (packet id 1) and asserts the SUBACK grants it.
+pub fn subscribe(c: &mut Raw, filter: &str, q: QoS) {
+    c.subscribe(filter, q as u8);
+}
+
+/// A PUBLISH packet; `id` is ignored for QoS 0.
+pub fn publish_packet(topic: &str, q: QoS, id: u16, payload: &[u8]) -> Packet {
+    Packet::Publish(publish(topic, q, id, payload))
+}
+
+/// The next packet, which must be a PUBLISH.
+pub fn expect_publish(c: &mut Raw) -> ringmq::protocol::Publish {
+    match c.recv() {
+        Some(Packet::Publish(p)) => p,
+        other => panic!("expected PUBLISH, got {other:?}"),
+    }
+}
+
+impl Raw {
+    /// Publishes at QoS 0 or 1 (waiting for the PUBACK); packet id 1.
+    pub fn publish_to(&mut self, topic: &str, q: QoS, payload: &[u8]) {
+        assert!(q != QoS::ExactlyOnce, "use the packets for QoS 2");
+        self.send(&publish_packet(topic, q, 1, payload));
+        if q == QoS::AtLeastOnce {
+            match self.recv() {
+                Some(Packet::PubAck(a)) => assert_eq!(a.packet_id.get(), 1),
+                other => panic!("expected PUBACK, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends DISCONNECT (v5 reason 0x00) and waits for the broker to close the connection.
+    pub fn disconnect(mut self) {
+        self.send(&Packet::Disconnect(Default::default()));
+        self.expect_closed();
+    }
+}
+
+/// Checks that `sub`'s subscription matching `topic` is live for `publ` right after its SUBACK
+/// (the broker holds the SUBACK until every shard has the route): one QoS 0 probe (payload
+/// `probe`) published now must arrive.
+pub fn sync_route(publ: &mut Raw, sub: &mut Raw, topic: &str) {
+    publ.publish_to(topic, QoS::AtMostOnce, b"probe");
+    match sub.recv() {
+        Some(Packet::Publish(p)) if &p.payload[..] == b"probe" => {}
+        other => panic!("the probe published after the SUBACK did not arrive: {other:?}"),
+    }
+}
