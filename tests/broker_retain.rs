@@ -376,3 +376,36 @@ fn v5_retained_publish_without_retain_available_is_0x9a() {
         sub.expect_no_publish(QUIET);
     }
 }
+
+/// A retained message acknowledged to its publisher is stored: a client on another shard that
+/// subscribes right after the PUBACK / PUBCOMP finds it, even when the topic's retained message
+/// lives on a third place (the broker holds the acknowledgement until the owning shard stored it).
+#[test]
+fn retained_message_is_stored_before_its_acknowledgement() {
+    let shards = 2;
+    let broker = Broker::start(shards);
+    let (mut publ, _) = Raw::connect(&broker, V5, &id_on(0, shards, "rs-pub"), true);
+    for round in 0..20u16 {
+        // Stored on shard 1, published from shard 0, asked for from either shard.
+        let topic = topic_on(1, shards, &format!("rs/{round}"));
+        let q = if round % 2 == 0 {
+            QoS::AtLeastOnce
+        } else {
+            QoS::ExactlyOnce
+        };
+        let reason = publ.publish(retained(&topic, q, round + 1, b"kept"));
+        assert!(!reason.is_error(), "{reason:?}");
+        let sub_id = id_on(
+            usize::from(round) % shards,
+            shards,
+            &format!("rs-sub-{round}"),
+        );
+        let (mut sub, _) = Raw::connect(&broker, V311, &sub_id, true);
+        sub.subscribe(&topic, 1);
+        let p = sub.recv_publish();
+        assert_eq!(
+            (p.topic.as_str(), &p.payload[..], p.retain),
+            (topic.as_str(), &b"kept"[..], true)
+        );
+    }
+}

@@ -56,6 +56,9 @@ pub(super) struct Conn {
     pub dirty: bool,
     /// Seconds of silence allowed (1.5 × keep-alive), 0 = no keep-alive.
     pub keepalive_secs: u32,
+    /// Acknowledgements waiting, in order, behind one whose retained message is not stored yet:
+    /// (token, packet), token 0 = ready.
+    pub held_acks: std::collections::VecDeque<(u64, Packet)>,
 }
 
 impl Conn {
@@ -68,6 +71,7 @@ impl Conn {
             client: None,
             dirty: false,
             keepalive_secs: 0,
+            held_acks: Default::default(),
         }
     }
 

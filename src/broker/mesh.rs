@@ -24,8 +24,11 @@ pub enum MeshMsg {
     RouteAdd(MqttStr),
     /// The sending shard lost its last local subscriber of this filter.
     RouteDel(MqttStr),
-    /// Store (or, with an empty payload, delete) the retained message of a topic this shard owns.
-    Retain(Arc<Message>),
+    /// Store (or, with an empty payload, delete) the retained message of a topic this shard owns;
+    /// with a token, answer [`MeshMsg::RetainStored`] once done (the publisher's PUBACK waits).
+    Retain(Arc<Message>, Option<u64>),
+    /// The retained message sent with this token is stored.
+    RetainStored(u64),
     /// Asks the receiver to answer [`MeshMsg::RouteSyncAck`] with the same epoch: once it does, it
     /// has applied every RouteAdd the sender sent before (the channels are FIFO).
     RouteSync(u64),

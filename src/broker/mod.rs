@@ -91,6 +91,11 @@ pub struct Broker {
     will_delay: Wheel,
     mesh_out: Vec<Vec<MeshMsg>>,
     route_sync: subscribe::RouteSync,
+    /// Acknowledgements held until a retained message is stored on its shard: token → connection.
+    held_acks: AHashMap<u64, ConnId>,
+    next_token: u64,
+    /// Reused by every publish: the other shards it goes to.
+    route_shards: Vec<ShardId>,
     dirty: Vec<ConnId>,
     matches: Matches,
     packets: Vec<Packet>,
@@ -118,6 +123,9 @@ impl Broker {
             will_delay: Wheel::default(),
             mesh_out: (0..nr_shards).map(|_| Vec::new()).collect(),
             route_sync: subscribe::RouteSync::new(nr_shards),
+            held_acks: AHashMap::new(),
+            next_token: 0,
+            route_shards: Vec::new(),
             dirty: Vec::new(),
             matches: Matches::default(),
             packets: Vec::new(),
@@ -198,7 +206,13 @@ impl Broker {
             MeshMsg::RouteDel(filter) => self.routes.remove(&filter, from),
             MeshMsg::RouteSync(epoch) => self.send_mesh(from, MeshMsg::RouteSyncAck(epoch)),
             MeshMsg::RouteSyncAck(epoch) => self.route_sync_acked(from, epoch),
-            MeshMsg::Retain(m) => self.retained.store(m, &self.settings, now_ms),
+            MeshMsg::Retain(m, token) => {
+                self.retained.store(m, &self.settings, now_ms);
+                if let Some(token) = token {
+                    self.send_mesh(from, MeshMsg::RetainStored(token));
+                }
+            }
+            MeshMsg::RetainStored(token) => self.release_held_ack(token),
             MeshMsg::RetainedQuery(q) => self.answer_retained_query(*q),
             MeshMsg::RetainedReply(r) => self.deliver_retained(r.target, r.messages),
         }

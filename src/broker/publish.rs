@@ -46,32 +46,36 @@ impl Broker {
                 if let Err(code) = self.clients[key as usize].session.on_inbound_qos1() {
                     return self.violation(id, code);
                 }
-                let reason = if denied {
-                    ReasonCode::NotAuthorized
+                let (reason, token) = if denied {
+                    (ReasonCode::NotAuthorized, None)
                 } else {
                     let msg = self.message_from(p, publisher);
-                    ack_reason(self.route(Arc::new(msg)))
+                    self.route_acked(Arc::new(msg))
                 };
-                self.with_session(key, |s, _, out| s.ack_inbound_qos1(pid, reason, out));
+                self.ack(id, key, token, |s, out| {
+                    s.ack_inbound_qos1(pid, reason, out)
+                });
             }
             (QoS::ExactlyOnce, Some(pid)) => {
                 let inbound = self.clients[key as usize].session.on_inbound_qos2(pid, now);
-                let reason = match inbound {
+                let (reason, token) = match inbound {
                     Err(code) => return self.violation(id, code),
                     // Exactly once: a retransmission is acknowledged, not routed again.
-                    Ok(Qos2Inbound::Duplicate) => ReasonCode::Success,
+                    Ok(Qos2Inbound::Duplicate) => (ReasonCode::Success, None),
                     // Over max_awaiting_rel: a v3 client cannot be told, so it is disconnected.
                     Ok(Qos2Inbound::Full) if !self.clients[key as usize].version.is_v5() => {
                         return self.violation(id, ReasonCode::QuotaExceeded);
                     }
-                    Ok(Qos2Inbound::Full) => ReasonCode::QuotaExceeded,
-                    Ok(Qos2Inbound::New) if denied => ReasonCode::NotAuthorized,
+                    Ok(Qos2Inbound::Full) => (ReasonCode::QuotaExceeded, None),
+                    Ok(Qos2Inbound::New) if denied => (ReasonCode::NotAuthorized, None),
                     Ok(Qos2Inbound::New) => {
                         let msg = self.message_from(p, publisher);
-                        ack_reason(self.route(Arc::new(msg)))
+                        self.route_acked(Arc::new(msg))
                     }
                 };
-                self.with_session(key, |s, _, out| s.ack_inbound_qos2(pid, reason, out));
+                self.ack(id, key, token, |s, out| {
+                    s.ack_inbound_qos2(pid, reason, out)
+                });
             }
         }
         Flow::Continue
@@ -86,25 +90,44 @@ impl Broker {
         Message::from_publish(p, publisher, self.now_ms, self.settings.message_expiry_secs)
     }
 
+    /// Routes an acknowledged message: the v5 reason for its PUBACK / PUBREC (0x10 when nothing
+    /// matched), and the token to hold the acknowledgement on while a retained message is
+    /// stored on another shard — so that a client subscribing after the PUBACK finds it.
+    fn route_acked(&mut self, msg: Arc<Message>) -> (ReasonCode, Option<u64>) {
+        let remote_retain = msg.retain
+            && self.settings.retainer_enable
+            && retain_shard(&msg.topic, self.nr_shards) != self.shard;
+        let token = remote_retain.then(|| {
+            self.next_token += 1;
+            self.next_token
+        });
+        (ack_reason(self.route_with(msg, token)), token)
+    }
+
     /// Routes a message published on this shard; true when some subscriber anywhere matched.
     pub(super) fn route(&mut self, msg: Arc<Message>) -> bool {
+        self.route_with(msg, None)
+    }
+
+    fn route_with(&mut self, msg: Arc<Message>, retain_token: Option<u64>) -> bool {
         if msg.retain && self.settings.retainer_enable {
             let dest = retain_shard(&msg.topic, self.nr_shards);
             if dest == self.shard {
                 self.retained
                     .store(msg.clone(), &self.settings, self.now_ms);
             } else {
-                self.send_mesh(dest, MeshMsg::Retain(msg.clone()));
+                self.send_mesh(dest, MeshMsg::Retain(msg.clone(), retain_token));
             }
         }
         let mut matched = false;
-        let mut shards = Vec::new();
+        let mut shards = std::mem::take(&mut self.route_shards);
         self.routes
             .matching_shards(&msg.topic, &mut self.matches, &mut shards);
-        for dest in shards {
+        for dest in shards.drain(..) {
             matched = true;
             self.send_mesh(dest, MeshMsg::Publish(msg.clone()));
         }
+        self.route_shards = shards;
         if self.deliver_local(&msg) > 0 {
             matched = true;
         }
@@ -139,6 +162,54 @@ impl Broker {
         }
         self.local.scratch = targets;
         n
+    }
+
+    /// Sends the acknowledgement(s) `f` makes, in order behind any held one; with a token, held
+    /// until [`MeshMsg::RetainStored`] for it arrives.
+    fn ack(
+        &mut self,
+        id: ConnId,
+        key: ClientKey,
+        token: Option<u64>,
+        f: impl FnOnce(&mut Session, &mut Vec<Packet>),
+    ) {
+        let mut acks = std::mem::take(&mut self.packets);
+        f(&mut self.clients[key as usize].session, &mut acks);
+        if let Some(conn) = self.conns.get_mut(id as usize) {
+            if token.is_none() && conn.held_acks.is_empty() {
+                for packet in &acks {
+                    self.send(id, packet);
+                }
+            } else {
+                conn.held_acks
+                    .extend(acks.drain(..).map(|p| (token.unwrap_or(0), p)));
+                if let Some(t) = token {
+                    self.held_acks.insert(t, id);
+                }
+            }
+        }
+        acks.clear();
+        self.packets = acks;
+    }
+
+    /// A retained message is stored: its acknowledgement, and the ones queued behind it, go out.
+    pub(super) fn release_held_ack(&mut self, token: u64) {
+        let Some(id) = self.held_acks.remove(&token) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(id as usize) else {
+            return;
+        };
+        for entry in conn.held_acks.iter_mut().filter(|(t, _)| *t == token) {
+            entry.0 = 0;
+        }
+        let mut ready = Vec::new();
+        while conn.held_acks.front().is_some_and(|(t, _)| *t == 0) {
+            ready.push(conn.held_acks.pop_front().expect("front exists").1);
+        }
+        for packet in &ready {
+            self.send(id, packet);
+        }
     }
 
     pub(super) fn deliver_to(&mut self, key: ClientKey, msg: Arc<Message>, opts: DeliveryOpts) {
