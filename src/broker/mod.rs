@@ -20,6 +20,8 @@ mod publish;
 mod retain;
 pub mod settings;
 mod subscribe;
+#[cfg(test)]
+mod tests;
 pub mod wheel;
 
 use std::net::SocketAddr;
