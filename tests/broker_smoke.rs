@@ -96,3 +96,38 @@ fn takeover_disconnects_the_first_connection_with_0x8e() {
         "{got:?}"
     );
 }
+
+/// A client that sends CONNECT, SUBSCRIBE and PUBLISH in one write, before any answer: the bytes
+/// after the CONNECT travel with the socket when it moves to its home shard.
+#[test]
+fn pipelined_packets_survive_the_move_to_the_home_shard() {
+    let shards = 2;
+    let broker = Broker::start(shards);
+    // Many connections, so both shards accept some whose home is the other one.
+    for n in 0..24 {
+        let id = id_on(n % shards, shards, &format!("pipe{n}"));
+        let mut c = Raw::open(&broker, V311);
+        let mut wire = bytes::BytesMut::new();
+        let topic = format!("pipe/{n}");
+        for p in [
+            Packet::Connect(Box::new(connect_packet(V311, &id, true))),
+            Packet::Subscribe(Subscribe {
+                packet_id: NonZeroU16::new(1).unwrap(),
+                properties: Default::default(),
+                filters: vec![(MqttStr::from(topic.as_str()), Default::default())],
+            }),
+            publish(&topic, QoS::AtMostOnce, 0, b"self"),
+        ] {
+            p.encode(V311, &mut wire).unwrap();
+        }
+        c.send_raw(&wire);
+        assert!(matches!(c.recv(), Some(Packet::ConnAck(a)) if a.reason == ReasonCode::Success));
+        // The spec lets the broker send matching PUBLISHes before the SUBACK; both must come.
+        let mut got = [c.recv(), c.recv()];
+        got.sort_by_key(|p| matches!(p, Some(Packet::Publish(_))));
+        match got {
+            [Some(Packet::SubAck(_)), Some(Packet::Publish(p))] => assert_eq!(&p.payload[..], b"self"),
+            other => panic!("connection {n}: expected SUBACK and its own message, got {other:?}"),
+        }
+    }
+}
