@@ -126,7 +126,9 @@ fn pipelined_packets_survive_the_move_to_the_home_shard() {
         let mut got = [c.recv(), c.recv()];
         got.sort_by_key(|p| matches!(p, Some(Packet::Publish(_))));
         match got {
-            [Some(Packet::SubAck(_)), Some(Packet::Publish(p))] => assert_eq!(&p.payload[..], b"self"),
+            [Some(Packet::SubAck(_)), Some(Packet::Publish(p))] => {
+                assert_eq!(&p.payload[..], b"self")
+            }
             other => panic!("connection {n}: expected SUBACK and its own message, got {other:?}"),
         }
     }

@@ -152,7 +152,7 @@ impl Broker {
     fn new_client(&mut self, id: MqttStr, v: ProtocolVersion, limits: &ClientLimits) -> ClientKey {
         let publisher_id = self.next_publisher_id;
         self.next_publisher_id += 1;
-        let session = Session::new(self.settings.session_config(), limits.clone());
+        let session = Session::new(self.settings.session_config(), *limits);
         let generation = self.next_generation();
         let key = self.clients.insert(Client {
             id: id.clone(),
@@ -236,10 +236,10 @@ impl Broker {
         self.keepalive.disarm(old);
         let client = &mut self.clients[key as usize];
         client.session.disconnect();
-        if let Some(will) = client.will.take() {
-            if will.delay_secs == 0 {
-                self.publish_will(key, will);
-            }
+        if let Some(will) = client.will.take()
+            && will.delay_secs == 0
+        {
+            self.publish_will(key, will);
         }
     }
 

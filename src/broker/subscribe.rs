@@ -221,11 +221,11 @@ impl Broker {
         let mut retained = Vec::new();
         for (filter, options) in &s.filters {
             let topic = parse_subscription(filter, self.settings.max_topic_levels);
-            if let Ok(SubscriptionTopic::Shared { .. }) = topic {
-                if options.no_local {
-                    // [MQTT-3.8.3-4]: No Local on a shared subscription is a Protocol Error.
-                    return self.violation(id, ReasonCode::ProtocolError);
-                }
+            if let Ok(SubscriptionTopic::Shared { .. }) = topic
+                && options.no_local
+            {
+                // [MQTT-3.8.3-4]: No Local on a shared subscription is a Protocol Error.
+                return self.violation(id, ReasonCode::ProtocolError);
             }
             let reason = match topic {
                 Err(_) => ReasonCode::TopicFilterInvalid,

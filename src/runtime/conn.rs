@@ -35,14 +35,14 @@ pub async fn drive(ctx: Rc<Shard>, mut stream: TcpStream, id: ConnId, mut rx: By
     let mut byte = [0u8; 1];
     let mut eof = false;
     // Bytes that arrived with a handed-over connection are handled first.
-    if !rx.is_empty() {
-        if let Some(handoff) = process(&ctx, id, &mut rx) {
-            let (home, connect) = handoff;
-            if let Some(peer) = peer {
-                hand_off(&ctx, id, stream, peer, home, connect, rx);
-            }
-            return;
+    if !rx.is_empty()
+        && let Some(handoff) = process(&ctx, id, &mut rx)
+    {
+        let (home, connect) = handoff;
+        if let Some(peer) = peer {
+            hand_off(&ctx, id, stream, peer, home, connect, rx);
         }
+        return;
     }
     loop {
         let (tx, close) = ctx.with_broker(|b, _| b.take_output(id));

@@ -215,9 +215,9 @@ fn check_memlock(shards: usize) -> Result<(), StartError> {
         return Ok(());
     }
     let need = (shards as u64 * MEMLOCK_PER_SHARD_BYTES).max(MEMLOCK_MIN_BYTES);
-    if (lim.rlim_cur as u64) < need {
+    if lim.rlim_cur < need {
         return Err(StartError::MemLock {
-            have_kib: lim.rlim_cur as u64 >> 10,
+            have_kib: lim.rlim_cur >> 10,
             need_kib: need >> 10,
             shards,
         });

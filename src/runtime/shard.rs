@@ -225,19 +225,19 @@ async fn inbound(ctx: Rc<Shard>, from: ShardId, rx: ConnectedReceiver<Batch>) {
             }
         });
         for h in handoffs {
-            adopt(&ctx, h);
+            adopt(&ctx, *h);
         }
     }
 }
 
 /// A connection handed over by another shard: rebuild the stream from its fd here.
-fn adopt(ctx: &Rc<Shard>, h: Box<Handoff>) {
+fn adopt(ctx: &Rc<Shard>, h: Handoff) {
     let Handoff {
         fd,
         peer,
         connect,
         rest,
-    } = *h;
+    } = h;
     // SAFETY: `into_raw_fd` gives the stream sole ownership of a valid connected socket.
     let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
     ctx.spawn_conn(stream, peer, Some((connect, rest)));
