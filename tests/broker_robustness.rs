@@ -19,25 +19,6 @@ use support::*;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-fn subscribe(c: &mut Raw, filter: &str, q: QoS) {
-    let s = Subscribe {
-        packet_id: NonZeroU16::new(1).unwrap(),
-        properties: Default::default(),
-        filters: vec![(
-            MqttStr::from(filter),
-            SubscriptionOptions {
-                qos: q,
-                ..Default::default()
-            },
-        )],
-    };
-    c.send(&Packet::Subscribe(s));
-    match c.recv() {
-        Some(Packet::SubAck(a)) => assert!(!a.reasons[0].is_error(), "{a:?}"),
-        other => panic!("expected SUBACK, got {other:?}"),
-    }
-}
-
 fn publish_packet(topic: &str, q: QoS, id: u16, payload: Vec<u8>) -> Packet {
     Packet::Publish(Publish {
         qos: q,

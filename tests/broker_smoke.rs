@@ -8,35 +8,6 @@ use std::num::NonZeroU16;
 use ringmq::protocol::*;
 use support::*;
 
-fn subscribe(c: &mut Raw, filter: &str, q: QoS) {
-    let s = Subscribe {
-        packet_id: NonZeroU16::new(1).unwrap(),
-        properties: Default::default(),
-        filters: vec![(
-            MqttStr::from(filter),
-            SubscriptionOptions {
-                qos: q,
-                ..Default::default()
-            },
-        )],
-    };
-    c.send(&Packet::Subscribe(s));
-    match c.recv() {
-        Some(Packet::SubAck(a)) => assert!(!a.reasons[0].is_error(), "{a:?}"),
-        other => panic!("expected SUBACK, got {other:?}"),
-    }
-}
-
-fn publish(topic: &str, q: QoS, id: u16, payload: &'static [u8]) -> Packet {
-    Packet::Publish(Publish {
-        qos: q,
-        topic: MqttStr::from(topic),
-        packet_id: NonZeroU16::new(if q == QoS::AtMostOnce { 0 } else { id }),
-        payload: bytes::Bytes::from_static(payload),
-        ..Default::default()
-    })
-}
-
 #[test]
 fn qos_levels_cross_shards() {
     for shards in [1, 2] {
@@ -44,10 +15,10 @@ fn qos_levels_cross_shards() {
         let (mut sub, _) = Raw::connect(&broker, V5, &id_on(0, shards, "sub"), true);
         subscribe(&mut sub, "t/#", QoS::ExactlyOnce);
         let (mut publ, _) = Raw::connect(&broker, V311, &id_on(shards - 1, shards, "pub"), true);
-        publ.send(&publish("t/0", QoS::AtMostOnce, 0, b"zero"));
-        publ.send(&publish("t/1", QoS::AtLeastOnce, 7, b"one"));
+        publ.send(&publish_packet("t/0", QoS::AtMostOnce, 0, b"zero"));
+        publ.send(&publish_packet("t/1", QoS::AtLeastOnce, 7, b"one"));
         assert!(matches!(publ.recv(), Some(Packet::PubAck(a)) if a.packet_id.get() == 7));
-        publ.send(&publish("t/2", QoS::ExactlyOnce, 8, b"two"));
+        publ.send(&publish_packet("t/2", QoS::ExactlyOnce, 8, b"two"));
         assert!(matches!(publ.recv(), Some(Packet::PubRec(a)) if a.packet_id.get() == 8));
         publ.send(&Packet::PubRel(Ack::new(NonZeroU16::new(8).unwrap())));
         assert!(matches!(publ.recv(), Some(Packet::PubComp(a)) if a.packet_id.get() == 8));
@@ -116,7 +87,7 @@ fn pipelined_packets_survive_the_move_to_the_home_shard() {
                 properties: Default::default(),
                 filters: vec![(MqttStr::from(topic.as_str()), Default::default())],
             }),
-            publish(&topic, QoS::AtMostOnce, 0, b"self"),
+            publish_packet(&topic, QoS::AtMostOnce, 0, b"self"),
         ] {
             p.encode(V311, &mut wire).unwrap();
         }

@@ -5,7 +5,6 @@
 mod support;
 
 use std::io::Read;
-use std::num::NonZeroU16;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -46,24 +45,6 @@ fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
         std::env::temp_dir().join(format!("ringmq-startup-{}-{name}.toml", std::process::id()));
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn subscribe(c: &mut Raw, filter: &str, q: QoS) {
-    c.send(&Packet::Subscribe(Subscribe {
-        packet_id: NonZeroU16::new(1).unwrap(),
-        properties: Default::default(),
-        filters: vec![(
-            MqttStr::from(filter),
-            SubscriptionOptions {
-                qos: q,
-                ..Default::default()
-            },
-        )],
-    }));
-    match c.recv() {
-        Some(Packet::SubAck(a)) => assert!(!a.reasons[0].is_error(), "{a:?}"),
-        other => panic!("expected SUBACK, got {other:?}"),
-    }
 }
 
 fn publish0(topic: &str, payload: &'static [u8]) -> Packet {
