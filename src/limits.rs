@@ -12,15 +12,9 @@ pub const MESH_OUTBOX_MESSAGES_MAX: usize = 64 * 1024;
 /// Messages in one mesh batch at the most (a larger outbox is sent in several batches).
 pub const MESH_BATCH_MESSAGES_MAX: usize = 1024;
 
-/// Bytes read from one socket in one turn before other connections get their turn.
+/// Bytes read from one socket in one turn before other connections get their turn (also the
+/// size of each shard's one scratch read buffer).
 pub const READ_TURN_BYTES_MAX: usize = 64 * 1024;
-
-/// Bytes reserved in a connection's receive buffer for one read.
-pub const READ_CHUNK_BYTES: usize = 4 * 1024;
-
-/// A receive buffer that is empty and at least this large is released, so an idle connection
-/// holds no buffer.
-pub const READ_BUFFER_KEEP_BYTES: usize = 16 * 1024;
 
 /// Bytes queued for one client socket above which QoS 0 messages to it are dropped (and
 /// counted): a stalled subscriber cannot grow broker memory. QoS 1/2 are bounded by the in-flight

@@ -1,7 +1,10 @@
 //! The connection driver: the one place that reads and writes a client socket. One small task
 //! per connection on the shard that owns it. While idle it holds no read buffer: it waits for
-//! readability with a one-byte read, then drains the socket without blocking into a buffer that
-//! is released again once empty. Output queued by the broker is written when the task is woken.
+//! readability with a one-byte read, then drains the socket without blocking into the shard's
+//! scratch buffer and copies exactly the bytes read into the connection's buffer, which is
+//! released again once empty (so a retained payload or queued message pins only the bytes of
+//! its own read, never a fixed-size buffer). Output queued by the broker is written when the task
+//! is woken.
 
 use std::net::Shutdown;
 use std::os::fd::AsRawFd;
@@ -16,18 +19,11 @@ use glommio::timer::sleep;
 
 use super::shard::{Shard, hand_off};
 use crate::broker::{ConnId, Input};
-use crate::limits::{
-    CLOSE_LINGER_MS, READ_BUFFER_KEEP_BYTES, READ_CHUNK_BYTES, READ_TURN_BYTES_MAX,
-};
+use crate::limits::CLOSE_LINGER_MS;
 
 enum Event {
     Readable(std::io::Result<usize>),
     Woken,
-}
-
-/// What draining the socket found.
-struct Drained {
-    eof: bool,
 }
 
 pub async fn drive(ctx: Rc<Shard>, mut stream: TcpStream, id: ConnId, mut rx: BytesMut) {
@@ -71,15 +67,15 @@ pub async fn drive(ctx: Rc<Shard>, mut stream: TcpStream, id: ConnId, mut rx: By
             Event::Woken => continue,
             Event::Readable(Ok(0)) | Event::Readable(Err(_)) => break,
             Event::Readable(Ok(_)) => {
-                rx.extend_from_slice(&byte);
-                eof = drain(stream.as_raw_fd(), &mut rx).eof;
+                eof = ctx.read_available(stream.as_raw_fd(), byte[0], &mut rx);
                 if let Some((home, connect)) = process(&ctx, id, &mut rx) {
                     if let Some(peer) = peer {
                         hand_off(&ctx, id, stream, peer, home, connect, rx);
                     }
                     return;
                 }
-                if rx.is_empty() && rx.capacity() >= READ_BUFFER_KEEP_BYTES {
+                if rx.is_empty() {
+                    // Hold no buffer while idle; packets still in use keep only their bytes.
                     rx = BytesMut::new();
                 }
                 glommio::yield_if_needed().await;
@@ -99,42 +95,6 @@ fn process(
         Input::Continue | Input::Close => None,
         Input::Handoff { home, connect } => Some((home, connect)),
     }
-}
-
-/// Reads what the socket holds without blocking, at most [`READ_TURN_BYTES_MAX`] per turn.
-fn drain(fd: i32, rx: &mut BytesMut) -> Drained {
-    let mut total = 0;
-    while total < READ_TURN_BYTES_MAX {
-        rx.reserve(READ_CHUNK_BYTES);
-        let spare = rx.spare_capacity_mut();
-        // SAFETY: `spare` is writable memory of `spare.len()` bytes owned by `rx`; recv writes at
-        // most that many bytes and reports how many it wrote.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                spare.as_mut_ptr().cast(),
-                spare.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n > 0 {
-            let n = n as usize;
-            // SAFETY: recv initialised the first `n` bytes of the spare capacity.
-            unsafe { rx.set_len(rx.len() + n) };
-            total += n;
-            continue;
-        }
-        if n == 0 {
-            return Drained { eof: true };
-        }
-        let err = std::io::Error::last_os_error();
-        match err.kind() {
-            std::io::ErrorKind::WouldBlock => break,
-            std::io::ErrorKind::Interrupted => continue,
-            _ => return Drained { eof: true },
-        }
-    }
-    Drained { eof: false }
 }
 
 /// Closes our side after the last bytes, and gives the peer a moment to read them before the

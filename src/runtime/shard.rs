@@ -20,7 +20,9 @@ use glommio::{Task, spawn_local, timer::sleep};
 use super::conn::drive;
 use super::notify::{ConnWakers, Notify};
 use crate::broker::{Broker, ConnId, Handoff, MeshMsg, Settings, ShardId};
-use crate::limits::{MESH_BATCH_MESSAGES_MAX, MESH_OUTBOX_MESSAGES_MAX, SHUTDOWN_GRACE_MS};
+use crate::limits::{
+    MESH_BATCH_MESSAGES_MAX, MESH_OUTBOX_MESSAGES_MAX, READ_TURN_BYTES_MAX, SHUTDOWN_GRACE_MS,
+};
 use crate::protocol::Connect;
 
 pub type Batch = Vec<MeshMsg>;
@@ -51,6 +53,8 @@ pub struct Shard {
     pub drained: Notify,
     epoch: Instant,
     dirty: RefCell<Vec<ConnId>>,
+    /// Every socket read of this shard lands here first.
+    scratch: RefCell<Vec<u8>>,
 }
 
 impl Shard {
@@ -83,6 +87,47 @@ impl Shard {
     fn mesh_pending(&self) -> bool {
         let b = self.broker.borrow();
         (0..b.nr_shards()).any(|d| d != b.shard() && b.mesh_out_len(d) > 0)
+    }
+
+    /// Reads what socket `fd` holds without blocking (at most [`READ_TURN_BYTES_MAX`] per turn)
+    /// into the shard's scratch buffer, and appends `first` and those bytes to `rx` with one
+    /// exact-size allocation. True at end of stream (or on a socket error).
+    pub fn read_available(&self, fd: i32, first: u8, rx: &mut BytesMut) -> bool {
+        let mut scratch = self.scratch.borrow_mut();
+        let mut len = 0;
+        let mut eof = false;
+        while len < scratch.len() {
+            let spare = &mut scratch[len..];
+            // SAFETY: `spare` is writable memory of `spare.len()` bytes; recv writes at most that.
+            let n = unsafe {
+                libc::recv(
+                    fd,
+                    spare.as_mut_ptr().cast(),
+                    spare.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n > 0 {
+                len += n as usize;
+                continue;
+            }
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            match std::io::Error::last_os_error().kind() {
+                std::io::ErrorKind::WouldBlock => break,
+                std::io::ErrorKind::Interrupted => continue,
+                _ => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        rx.reserve(1 + len);
+        rx.extend_from_slice(&[first]);
+        rx.extend_from_slice(&scratch[..len]);
+        eof
     }
 
     /// True while some outbox holds more than its bound: publishers stop reading until it drains.
@@ -136,6 +181,7 @@ pub async fn run(setup: ShardSetup) -> Result<(), String> {
         drained: Notify::default(),
         epoch,
         dirty: RefCell::new(Vec::new()),
+        scratch: RefCell::new(vec![0; READ_TURN_BYTES_MAX]),
     });
 
     // Connect every mesh endpoint concurrently: each connect waits for its peer.
