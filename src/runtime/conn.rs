@@ -46,7 +46,8 @@ pub async fn drive(ctx: Rc<Shard>, mut stream: TcpStream, id: ConnId, mut rx: By
             break;
         }
         if close.is_some() {
-            linger(&mut stream).await;
+            // Boxed: its buffer is needed only once, not in every idle connection's future.
+            Box::pin(linger(&mut stream)).await;
             break;
         }
         if eof {
