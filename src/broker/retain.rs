@@ -42,6 +42,12 @@ impl RetainStore {
             self.dropped += 1;
             return;
         }
+        // Kept for long: own copies, so the message does not pin the whole socket read it came in.
+        let msg = Arc::new(Message {
+            topic: MqttStr::from(msg.topic.as_str()),
+            payload: bytes::Bytes::copy_from_slice(&msg.payload),
+            ..Message::clone(&msg)
+        });
         self.by_topic.insert(msg.topic.clone(), msg);
     }
 
