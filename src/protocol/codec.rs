@@ -183,20 +183,27 @@ pub(crate) trait Encode {
         Ok(())
     }
     fn body<S: Sink>(&self, v: ProtocolVersion, s: &mut S);
+    /// Length of [`Encode::body`], or [`EncodeError::FieldTooLong`]. By default a [`Sizer`] pass
+    /// over `body`; a hot packet may compute it directly (it must agree with `body`).
+    fn body_len(&self, v: ProtocolVersion) -> Result<usize, EncodeError> {
+        let mut sizer = Sizer::default();
+        self.body(v, &mut sizer);
+        if sizer.too_long_field {
+            return Err(EncodeError::FieldTooLong);
+        }
+        Ok(sizer.len)
+    }
 }
 
 /// Remaining Length of `p`, after checking that it can be encoded.
+#[inline]
 pub(crate) fn remaining_len<P: Encode>(p: &P, v: ProtocolVersion) -> Result<usize, EncodeError> {
     p.check(v)?;
-    let mut sizer = Sizer::default();
-    p.body(v, &mut sizer);
-    if sizer.too_long_field {
-        return Err(EncodeError::FieldTooLong);
-    }
-    if sizer.len > VARINT_MAX as usize {
+    let len = p.body_len(v)?;
+    if len > VARINT_MAX as usize {
         return Err(EncodeError::PacketTooLarge);
     }
-    Ok(sizer.len)
+    Ok(len)
 }
 
 pub(crate) fn encoded_len_of<P: Encode>(p: &P, v: ProtocolVersion) -> Result<usize, EncodeError> {
@@ -204,6 +211,7 @@ pub(crate) fn encoded_len_of<P: Encode>(p: &P, v: ProtocolVersion) -> Result<usi
     Ok(1 + varint_len(rl as u32) + rl)
 }
 
+#[inline]
 pub(crate) fn encode_into<P: Encode>(
     p: &P,
     v: ProtocolVersion,

@@ -597,19 +597,58 @@ impl PropertySet for PublishProperties {
     }
 
     fn visit<S: Sink>(&self, s: &mut S) {
+        self.visit_into(s)
+    }
+}
+
+impl PublishProperties {
+    /// Writes the properties (without the Property Length).
+    #[inline]
+    pub(crate) fn visit_into<S: Sink>(&self, s: &mut S) {
         use id::*;
         put_flag(s, PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
         put_u32(s, MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
         put_u16(s, TOPIC_ALIAS, self.topic_alias.map(NonZeroU16::get));
         if let Some(e) = &self.extra {
-            put_str(s, RESPONSE_TOPIC, &e.response_topic);
-            put_bin(s, CORRELATION_DATA, &e.correlation_data);
-            put_user(s, &e.user_properties);
-            for &sid in &e.subscription_identifiers {
-                put_sub_id(s, sid);
-            }
-            put_str(s, CONTENT_TYPE, &e.content_type);
+            e.visit(s);
         }
+    }
+
+    /// The Property Length, computed directly for the fixed-size properties, and whether a
+    /// variable-size one is too long to encode.
+    #[inline]
+    pub(crate) fn wire_len(&self) -> (usize, bool) {
+        let mut len = 0;
+        if self.payload_format_indicator.is_some() {
+            len += 2;
+        }
+        if self.message_expiry_interval.is_some() {
+            len += 5;
+        }
+        if self.topic_alias.is_some() {
+            len += 3;
+        }
+        match &self.extra {
+            None => (len, false),
+            Some(e) => {
+                let mut sizer = Sizer::default();
+                e.visit(&mut sizer);
+                (len + sizer.len, sizer.too_long_field)
+            }
+        }
+    }
+}
+
+impl PublishExtraProperties {
+    fn visit<S: Sink>(&self, s: &mut S) {
+        use id::*;
+        put_str(s, RESPONSE_TOPIC, &self.response_topic);
+        put_bin(s, CORRELATION_DATA, &self.correlation_data);
+        put_user(s, &self.user_properties);
+        for &sid in &self.subscription_identifiers {
+            put_sub_id(s, sid);
+        }
+        put_str(s, CONTENT_TYPE, &self.content_type);
     }
 }
 
