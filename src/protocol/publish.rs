@@ -34,10 +34,7 @@ pub(crate) fn decode_publish(
     if dup && qos == QoS::AtMostOnce {
         return Err(DecodeError::DupWithQos0);
     }
-    let topic = r.string()?;
-    if topic.as_bytes().iter().any(|&b| b == b'+' || b == b'#') {
-        return Err(DecodeError::TopicNameWildcard);
-    }
+    let topic = r.topic_name()?;
     let packet_id = match qos {
         QoS::AtMostOnce => None,
         _ => Some(packet_id(r.u16()?)?),
