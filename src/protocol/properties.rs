@@ -104,6 +104,7 @@ pub(crate) trait PropertySet: Default {
 }
 
 /// Reads a Property Length and the properties it covers.
+#[inline]
 pub(crate) fn decode<P: PropertySet>(r: &mut Reader) -> Result<P, DecodeError> {
     let len = r.varint()? as usize;
     let mut pr = Reader::new(r.take(len)?);

@@ -23,6 +23,7 @@ pub struct Publish {
     pub payload: Bytes,
 }
 
+#[inline]
 pub(crate) fn decode_publish(
     flags: u8,
     r: &mut Reader,

@@ -174,6 +174,7 @@ pub enum Varint {
 /// Reads a Variable Byte Integer; a fifth byte (continuation bit set on the fourth) is malformed,
 /// and so is a longer encoding than the value needs ([MQTT-1.5.5-1]: a last byte of 0 after a
 /// continuation byte, e.g. `0x80 0x00` for 0).
+#[inline]
 pub fn read_varint(bytes: &[u8]) -> Result<Varint, DecodeError> {
     let mut value: u32 = 0;
     for (i, &b) in bytes.iter().take(4).enumerate() {
@@ -199,6 +200,7 @@ pub struct Reader {
 }
 
 impl Reader {
+    #[inline]
     pub fn new(buf: Bytes) -> Self {
         Reader { buf }
     }
@@ -211,12 +213,14 @@ impl Reader {
         self.buf.is_empty()
     }
 
+    #[inline]
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
         let b = *self.buf.first().ok_or(DecodeError::Truncated)?;
         self.advance(1);
         Ok(b)
     }
 
+    #[inline]
     pub fn u16(&mut self) -> Result<u16, DecodeError> {
         let b = self.buf.get(..2).ok_or(DecodeError::Truncated)?;
         let v = u16::from_be_bytes([b[0], b[1]]);
@@ -224,6 +228,7 @@ impl Reader {
         Ok(v)
     }
 
+    #[inline]
     pub fn u32(&mut self) -> Result<u32, DecodeError> {
         let b = self.buf.get(..4).ok_or(DecodeError::Truncated)?;
         let v = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
@@ -231,6 +236,7 @@ impl Reader {
         Ok(v)
     }
 
+    #[inline]
     pub fn varint(&mut self) -> Result<u32, DecodeError> {
         match read_varint(&self.buf)? {
             Varint::Value(v, n) => {
@@ -242,6 +248,7 @@ impl Reader {
     }
 
     /// The next `n` bytes, zero-copy.
+    #[inline]
     pub fn take(&mut self, n: usize) -> Result<Bytes, DecodeError> {
         if n > self.buf.len() {
             return Err(DecodeError::Truncated);
@@ -250,12 +257,14 @@ impl Reader {
     }
 
     /// Binary Data: a two-byte length, then that many bytes.
+    #[inline]
     pub fn binary(&mut self) -> Result<Bytes, DecodeError> {
         let n = self.u16()? as usize;
         self.take(n)
     }
 
     /// UTF-8 Encoded String: a two-byte length, then that many bytes of checked UTF-8.
+    #[inline]
     pub fn string(&mut self) -> Result<MqttStr, DecodeError> {
         let b = self.binary()?;
         MqttStr::from_bytes(b)
@@ -269,11 +278,13 @@ impl Reader {
     }
 
     /// Everything left in the frame.
+    #[inline]
     pub fn rest(&mut self) -> Bytes {
         std::mem::take(&mut self.buf)
     }
 
     /// Fails unless the frame has been consumed exactly.
+    #[inline]
     pub fn finish(&self) -> Result<(), DecodeError> {
         if self.buf.is_empty() {
             Ok(())
