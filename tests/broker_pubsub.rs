@@ -463,6 +463,7 @@ fn v5_subscription_identifiers_are_forwarded() {
             .iter()
             .flat_map(|p| {
                 p.properties
+                    .extra()
                     .subscription_identifiers
                     .iter()
                     .map(|i| i.get())
@@ -480,7 +481,7 @@ fn v5_subscription_identifiers_are_forwarded() {
         }
         let p = other.recv_publish();
         assert_eq!(
-            p.properties.subscription_identifiers,
+            p.properties.extra().subscription_identifiers,
             [NonZeroU32::new(3).unwrap()]
         );
         // A message matching only the subscription without identifier carries none.
@@ -489,6 +490,7 @@ fn v5_subscription_identifiers_are_forwarded() {
         assert!(
             sub.recv_publish()
                 .properties
+                .extra()
                 .subscription_identifiers
                 .is_empty()
         );
@@ -519,6 +521,9 @@ fn v5_publish_properties_are_forwarded_unchanged() {
         let (mut publ, _) = Raw::connect(&broker, V5, &pid, true);
         let props = PublishProperties {
             payload_format_indicator: Some(true),
+            ..Default::default()
+        }
+        .with_extra(PublishExtraProperties {
             response_topic: Some("props/reply".into()),
             correlation_data: Some(Bytes::from_static(b"\x00\x01corr")),
             user_properties: vec![
@@ -528,7 +533,7 @@ fn v5_publish_properties_are_forwarded_unchanged() {
             ],
             content_type: Some("text/plain; charset=utf-8".into()),
             ..Default::default()
-        };
+        });
         let mut p = publish("props/t", QoS::ExactlyOnce, 9, "héllo".as_bytes());
         p.properties = props.clone();
         publ.publish(p);

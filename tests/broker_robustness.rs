@@ -521,10 +521,13 @@ impl Rng {
 fn seeds(v: ProtocolVersion) -> Vec<Vec<u8>> {
     let id = NonZeroU16::new(7).unwrap();
     let mut props = PublishProperties {
-        content_type: Some(MqttStr::from("text/plain")),
         message_expiry_interval: Some(60),
         ..Default::default()
-    };
+    }
+    .with_extra(PublishExtraProperties {
+        content_type: Some(MqttStr::from("text/plain")),
+        ..Default::default()
+    });
     if !v.is_v5() {
         props = PublishProperties::default();
     }

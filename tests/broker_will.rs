@@ -159,10 +159,10 @@ fn will_properties_are_carried() {
         let want = will_properties();
         let got = &p.properties;
         assert_eq!(got.payload_format_indicator, Some(true));
-        assert_eq!(got.content_type, want.content_type);
-        assert_eq!(got.response_topic, want.response_topic);
-        assert_eq!(got.correlation_data, want.correlation_data);
-        assert_eq!(got.user_properties, want.user_properties);
+        assert_eq!(got.extra().content_type, want.content_type);
+        assert_eq!(got.extra().response_topic, want.response_topic);
+        assert_eq!(got.extra().correlation_data, want.correlation_data);
+        assert_eq!(got.extra().user_properties, want.user_properties);
         let expiry = got
             .message_expiry_interval
             .expect("message expiry forwarded");

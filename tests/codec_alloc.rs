@@ -4,9 +4,9 @@
 //!
 //! The decoder is zero-copy: strings, binary fields and payloads are slices of the input, so a
 //! String Length, Property Length or Remaining Length never sizes an allocation. What it does
-//! allocate is (1) the box of a CONNECT or CONNACK and (2) the `Vec`s of decoded lists (User
-//! Properties, Subscription Identifiers, topic filters, reason codes), which grow one decoded
-//! entry at a time. An entry's in-memory size is larger than its smallest wire form (a User
+//! allocate is (1) the box of a CONNECT or CONNACK, or of a PUBLISH's variable-size properties,
+//! and (2) the `Vec`s of decoded lists (User Properties, Subscription Identifiers, topic
+//! filters, reason codes), which grow one decoded entry at a time. An entry's in-memory size is larger than its smallest wire form (a User
 //! Property is two 32-byte `MqttStr`s for at least 5 wire bytes), so the bound is
 //! `input + BOX + LIST_FACTOR * input + 64`, where `LIST_FACTOR` is the largest
 //! (element size / smallest wire size) of any list, doubled for `Vec`'s amortised growth.
@@ -81,9 +81,11 @@ fn largest_allocation(mut dec: Decoder, bytes: &[u8]) -> usize {
     LARGEST.with(|l| l.get())
 }
 
-/// The boxed packets: allocated whatever their wire size.
+/// The boxed packets (and PUBLISH's boxed extra properties): allocated whatever their wire size.
 fn boxed() -> usize {
-    size_of::<Connect>().max(size_of::<ConnAck>())
+    size_of::<Connect>()
+        .max(size_of::<ConnAck>())
+        .max(size_of::<PublishExtraProperties>())
 }
 
 /// Largest (element size / fewest wire bytes per element) over the decoded lists, doubled for

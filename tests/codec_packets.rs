@@ -222,9 +222,9 @@ fn publish_fixtures() {
     );
     // 5.0: several subscription identifiers and user properties keep their order.
     let mut p = publish(QoS::AtMostOnce, None);
-    p.properties.subscription_identifiers =
+    p.properties.extra_mut().subscription_identifiers =
         vec![NonZeroU32::new(1).unwrap(), NonZeroU32::new(200).unwrap()];
-    p.properties.user_properties = vec![(s("k"), s("1")), (s("k"), s("0"))];
+    p.properties.extra_mut().user_properties = vec![(s("k"), s("1")), (s("k"), s("0"))];
     #[rustfmt::skip]
     let wire = [
         0x30, 0x1b, 0x00, 0x03, b'a', b'/', b'b', 0x13,

@@ -11,7 +11,7 @@ use super::mesh::home_shard;
 use super::{Broker, Client, ClientKey, ConnId};
 use crate::protocol::{
     ConnAck, ConnAckProperties, Connect, Disconnect, DisconnectProperties, MqttStr, Packet,
-    ProtocolVersion, PublishProperties, QoS, ReasonCode, WillProperties,
+    ProtocolVersion, PublishExtraProperties, PublishProperties, QoS, ReasonCode, WillProperties,
 };
 use crate::session::{ClientLimits, Message, Session};
 use crate::topic::validate_topic_name;
@@ -422,12 +422,15 @@ fn will_publish_properties(w: &WillProperties) -> PublishProperties {
     PublishProperties {
         payload_format_indicator: w.payload_format_indicator,
         message_expiry_interval: w.message_expiry_interval,
+        ..PublishProperties::default()
+    }
+    .with_extra(PublishExtraProperties {
         response_topic: w.response_topic.clone(),
         correlation_data: w.correlation_data.clone(),
         user_properties: w.user_properties.clone(),
         content_type: w.content_type.clone(),
-        ..PublishProperties::default()
-    }
+        ..PublishExtraProperties::default()
+    })
 }
 
 /// Seconds of silence allowed for a keep-alive of `keep_alive` seconds: 1.5 × by default,

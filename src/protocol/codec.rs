@@ -29,6 +29,7 @@ impl FrameHeader {
 /// Parses the fixed header at the front of `buf` once it is complete (`Ok(None)` before), and
 /// rejects a packet whose total size would exceed `max_packet_size` before any of its body
 /// needs to be buffered.
+#[inline]
 pub fn parse_frame_header(
     buf: &[u8],
     max_packet_size: u32,
@@ -115,6 +116,7 @@ impl Decoder {
     /// Decodes one packet from the front of `src`. `Ok(None)` means more bytes are needed
     /// ([`Decoder::bytes_needed`] says how many at least); nothing is consumed until a whole
     /// packet is present. Payloads and strings are zero-copy slices of `src`'s buffer.
+    #[inline]
     pub fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Packet>, DecodeError> {
         let Some(h) = parse_frame_header(src, self.max_packet_size)? else {
             return Ok(None);
@@ -150,6 +152,9 @@ impl Decoder {
     }
 }
 
+/// Inlined into [`Decoder::decode`] so the packet is built in the caller's result slot
+/// instead of being moved through each layer's `Result`.
+#[inline]
 fn decode_body(h: &FrameHeader, r: &mut Reader, v: ProtocolVersion) -> Result<Packet, DecodeError> {
     use PacketType::*;
     let packet = match h.packet_type {
@@ -183,20 +188,27 @@ pub(crate) trait Encode {
         Ok(())
     }
     fn body<S: Sink>(&self, v: ProtocolVersion, s: &mut S);
+    /// Length of [`Encode::body`], or [`EncodeError::FieldTooLong`]. By default a [`Sizer`] pass
+    /// over `body`; a hot packet may compute it directly (it must agree with `body`).
+    fn body_len(&self, v: ProtocolVersion) -> Result<usize, EncodeError> {
+        let mut sizer = Sizer::default();
+        self.body(v, &mut sizer);
+        if sizer.too_long_field {
+            return Err(EncodeError::FieldTooLong);
+        }
+        Ok(sizer.len)
+    }
 }
 
 /// Remaining Length of `p`, after checking that it can be encoded.
+#[inline]
 pub(crate) fn remaining_len<P: Encode>(p: &P, v: ProtocolVersion) -> Result<usize, EncodeError> {
     p.check(v)?;
-    let mut sizer = Sizer::default();
-    p.body(v, &mut sizer);
-    if sizer.too_long_field {
-        return Err(EncodeError::FieldTooLong);
-    }
-    if sizer.len > VARINT_MAX as usize {
+    let len = p.body_len(v)?;
+    if len > VARINT_MAX as usize {
         return Err(EncodeError::PacketTooLarge);
     }
-    Ok(sizer.len)
+    Ok(len)
 }
 
 pub(crate) fn encoded_len_of<P: Encode>(p: &P, v: ProtocolVersion) -> Result<usize, EncodeError> {
@@ -204,6 +216,7 @@ pub(crate) fn encoded_len_of<P: Encode>(p: &P, v: ProtocolVersion) -> Result<usi
     Ok(1 + varint_len(rl as u32) + rl)
 }
 
+#[inline]
 pub(crate) fn encode_into<P: Encode>(
     p: &P,
     v: ProtocolVersion,

@@ -24,7 +24,8 @@ pub use control::{Auth, Disconnect};
 pub use error::{DecodeError, Response};
 pub use properties::{
     AckProperties, AuthProperties, ConnAckProperties, ConnectProperties, DisconnectProperties,
-    PublishProperties, SubscribeProperties, UnsubscribeProperties, UserProperties, WillProperties,
+    PublishExtraProperties, PublishProperties, SubscribeProperties, UnsubscribeProperties,
+    UserProperties, WillProperties,
 };
 pub use publish::{Ack, Publish};
 pub use reason::ReasonCode;

@@ -104,6 +104,7 @@ pub(crate) trait PropertySet: Default {
 }
 
 /// Reads a Property Length and the properties it covers.
+#[inline]
 pub(crate) fn decode<P: PropertySet>(r: &mut Reader) -> Result<P, DecodeError> {
     let len = r.varint()? as usize;
     let mut pr = Reader::new(r.take(len)?);
@@ -481,12 +482,21 @@ impl PropertySet for ConnAckProperties {
     }
 }
 
-/// PUBLISH properties (§3.3.2.3).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// PUBLISH properties (§3.3.2.3). The three fixed-size ones are inline; the rest, rare on the
+/// hot path, sit behind one box that is absent when none of them is present, so a PUBLISH
+/// without (or with only fixed-size) properties stays small and allocation-free.
+#[derive(Debug, Clone, Default)]
 pub struct PublishProperties {
     pub payload_format_indicator: Option<bool>,
     pub message_expiry_interval: Option<u32>,
     pub topic_alias: Option<NonZeroU16>,
+    /// `None` means the same as a box of all-absent properties (equality treats them alike).
+    pub extra: Option<Box<PublishExtraProperties>>,
+}
+
+/// The variable-size PUBLISH properties, boxed in [`PublishProperties::extra`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishExtraProperties {
     pub response_topic: Option<MqttStr>,
     pub correlation_data: Option<Bytes>,
     pub user_properties: UserProperties,
@@ -494,6 +504,61 @@ pub struct PublishProperties {
     pub subscription_identifiers: Vec<NonZeroU32>,
     pub content_type: Option<MqttStr>,
 }
+
+static NO_EXTRA: PublishExtraProperties = PublishExtraProperties {
+    response_topic: None,
+    correlation_data: None,
+    user_properties: Vec::new(),
+    subscription_identifiers: Vec::new(),
+    content_type: None,
+};
+
+impl PublishExtraProperties {
+    pub fn is_empty(&self) -> bool {
+        self.response_topic.is_none()
+            && self.correlation_data.is_none()
+            && self.user_properties.is_empty()
+            && self.subscription_identifiers.is_empty()
+            && self.content_type.is_none()
+    }
+}
+
+impl PublishProperties {
+    /// The variable-size properties (all absent when there is no box).
+    #[inline]
+    pub fn extra(&self) -> &PublishExtraProperties {
+        self.extra.as_deref().unwrap_or(&NO_EXTRA)
+    }
+
+    /// The variable-size properties for writing; allocates the box on first use.
+    pub fn extra_mut(&mut self) -> &mut PublishExtraProperties {
+        self.extra.get_or_insert_default()
+    }
+
+    /// Builds the set from its variable-size part, boxing it only when it holds something.
+    pub fn with_extra(mut self, extra: PublishExtraProperties) -> Self {
+        self.extra = (!extra.is_empty()).then(|| Box::new(extra));
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.payload_format_indicator.is_none()
+            && self.message_expiry_interval.is_none()
+            && self.topic_alias.is_none()
+            && self.extra().is_empty()
+    }
+}
+
+impl PartialEq for PublishProperties {
+    fn eq(&self, other: &Self) -> bool {
+        self.payload_format_indicator == other.payload_format_indicator
+            && self.message_expiry_interval == other.message_expiry_interval
+            && self.topic_alias == other.topic_alias
+            && self.extra() == other.extra()
+    }
+}
+
+impl Eq for PublishProperties {}
 
 impl PropertySet for PublishProperties {
     fn apply(&mut self, pid: u8, v: Value) -> Result<(), DecodeError> {
@@ -510,28 +575,74 @@ impl PropertySet for PublishProperties {
                 let alias = NonZeroU16::new(v).ok_or(DecodeError::TopicAliasZero)?;
                 once(&mut self.topic_alias, alias, pid)
             }
-            (RESPONSE_TOPIC, Value::Str(v)) => {
-                once(&mut self.response_topic, response_topic(v)?, pid)
+            (RESPONSE_TOPIC, Value::Str(v)) => once(
+                &mut self.extra_mut().response_topic,
+                response_topic(v)?,
+                pid,
+            ),
+            (CORRELATION_DATA, Value::Bin(v)) => {
+                once(&mut self.extra_mut().correlation_data, v, pid)
             }
-            (CORRELATION_DATA, Value::Bin(v)) => once(&mut self.correlation_data, v, pid),
             (USER_PROPERTY, Value::Pair(k, v)) => {
-                self.user_properties.push((k, v));
+                self.extra_mut().user_properties.push((k, v));
                 Ok(())
             }
             (SUBSCRIPTION_IDENTIFIER, Value::Varint(v)) => {
-                self.subscription_identifiers.push(subscription_id(v)?);
+                let sid = subscription_id(v)?;
+                self.extra_mut().subscription_identifiers.push(sid);
                 Ok(())
             }
-            (CONTENT_TYPE, Value::Str(v)) => once(&mut self.content_type, v, pid),
+            (CONTENT_TYPE, Value::Str(v)) => once(&mut self.extra_mut().content_type, v, pid),
             (pid, _) => Err(DecodeError::PropertyNotAllowed(pid)),
         }
     }
 
     fn visit<S: Sink>(&self, s: &mut S) {
+        self.visit_into(s)
+    }
+}
+
+impl PublishProperties {
+    /// Writes the properties (without the Property Length).
+    #[inline]
+    pub(crate) fn visit_into<S: Sink>(&self, s: &mut S) {
         use id::*;
         put_flag(s, PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
         put_u32(s, MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
         put_u16(s, TOPIC_ALIAS, self.topic_alias.map(NonZeroU16::get));
+        if let Some(e) = &self.extra {
+            e.visit(s);
+        }
+    }
+
+    /// The Property Length, computed directly for the fixed-size properties, and whether a
+    /// variable-size one is too long to encode.
+    #[inline]
+    pub(crate) fn wire_len(&self) -> (usize, bool) {
+        let mut len = 0;
+        if self.payload_format_indicator.is_some() {
+            len += 2;
+        }
+        if self.message_expiry_interval.is_some() {
+            len += 5;
+        }
+        if self.topic_alias.is_some() {
+            len += 3;
+        }
+        match &self.extra {
+            None => (len, false),
+            Some(e) => {
+                let mut sizer = Sizer::default();
+                e.visit(&mut sizer);
+                (len + sizer.len, sizer.too_long_field)
+            }
+        }
+    }
+}
+
+impl PublishExtraProperties {
+    fn visit<S: Sink>(&self, s: &mut S) {
+        use id::*;
         put_str(s, RESPONSE_TOPIC, &self.response_topic);
         put_bin(s, CORRELATION_DATA, &self.correlation_data);
         put_user(s, &self.user_properties);

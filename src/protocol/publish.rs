@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::codec::Encode;
 use super::properties::{self, AckProperties, PublishProperties};
-use super::wire::{MqttStr, Reader, Sink};
+use super::wire::{FIELD_LEN_MAX, MqttStr, Reader, Sink, varint_len};
 use super::{DecodeError, EncodeError, PacketType, ProtocolVersion, QoS, ReasonCode, packet_id};
 
 /// A PUBLISH packet. `packet_id` is present exactly when `qos` is 1 or 2.
@@ -23,6 +23,7 @@ pub struct Publish {
     pub payload: Bytes,
 }
 
+#[inline]
 pub(crate) fn decode_publish(
     flags: u8,
     r: &mut Reader,
@@ -34,10 +35,7 @@ pub(crate) fn decode_publish(
     if dup && qos == QoS::AtMostOnce {
         return Err(DecodeError::DupWithQos0);
     }
-    let topic = r.string()?;
-    if topic.as_bytes().iter().any(|&b| b == b'+' || b == b'#') {
-        return Err(DecodeError::TopicNameWildcard);
-    }
+    let topic = r.topic_name()?;
     let packet_id = match qos {
         QoS::AtMostOnce => None,
         _ => Some(packet_id(r.u16()?)?),
@@ -76,15 +74,39 @@ impl Encode for Publish {
         Ok(())
     }
 
+    #[inline]
     fn body<S: Sink>(&self, v: ProtocolVersion, s: &mut S) {
         s.string(&self.topic);
         if let Some(id) = self.packet_id {
             s.u16(id.get());
         }
         if v.is_v5() {
-            properties::encode(&self.properties, s);
+            let (len, _) = self.properties.wire_len();
+            s.varint(len as u32);
+            self.properties.visit_into(s);
         }
         s.raw(&self.payload);
+    }
+
+    /// Computed from the field lengths, without a sizing pass over the body (the variable-size
+    /// properties, when present, are still sized by a pass over themselves).
+    #[inline]
+    fn body_len(&self, v: ProtocolVersion) -> Result<usize, EncodeError> {
+        if self.topic.len() > FIELD_LEN_MAX {
+            return Err(EncodeError::FieldTooLong);
+        }
+        let mut len = 2 + self.topic.len() + self.payload.len();
+        if self.packet_id.is_some() {
+            len += 2;
+        }
+        if v.is_v5() {
+            let (props, too_long) = self.properties.wire_len();
+            if too_long {
+                return Err(EncodeError::FieldTooLong);
+            }
+            len += varint_len(u32::try_from(props).unwrap_or(u32::MAX)) + props;
+        }
+        Ok(len)
     }
 }
 

@@ -28,10 +28,25 @@ impl MqttStr {
 
     /// Validates `bytes` as an MQTT string: well-formed UTF-8 ([MQTT-1.5.4-1]; surrogates are
     /// ill-formed UTF-8 and fail here too) and no U+0000 ([MQTT-1.5.4-2]).
+    #[inline]
     pub fn from_bytes(bytes: Bytes) -> Result<Self, DecodeError> {
-        let s = std::str::from_utf8(&bytes).map_err(|_| DecodeError::InvalidUtf8)?;
-        if s.as_bytes().contains(&0) {
-            return Err(DecodeError::NulCharacter);
+        if !ascii_without_nul(&bytes) {
+            check_utf8_without_nul(&bytes)?;
+        }
+        Ok(MqttStr(bytes))
+    }
+
+    /// A Topic Name ([MQTT-4.7.3-1], [MQTT-3.3.2-2]): an MQTT string without the wildcards
+    /// `+` and `#`. An ASCII name is checked in one pass for all three rules; UTF-8/NUL errors
+    /// take precedence over the wildcard error, as when the checks ran one after the other.
+    #[inline]
+    pub fn topic_name(bytes: Bytes) -> Result<Self, DecodeError> {
+        let (ascii_no_nul, wildcard) = scan_topic(&bytes);
+        if !ascii_no_nul {
+            check_utf8_without_nul(&bytes)?;
+        }
+        if wildcard {
+            return Err(DecodeError::TopicNameWildcard);
         }
         Ok(MqttStr(bytes))
     }
@@ -49,6 +64,37 @@ impl MqttStr {
     pub fn into_bytes(self) -> Bytes {
         self.0
     }
+}
+
+/// Every byte is in 0x01..=0x7f: ASCII (hence well-formed UTF-8) without U+0000. A branch-free
+/// fold the compiler vectorises: a byte is rejected when it or its predecessor value has the
+/// high bit set (`b >= 0x80`, or `b == 0` where `b - 1` wraps to 0xff).
+#[inline]
+fn ascii_without_nul(b: &[u8]) -> bool {
+    b.iter().fold(0u8, |acc, &c| acc | c | c.wrapping_sub(1)) & 0x80 == 0
+}
+
+/// [`ascii_without_nul`] and whether a `+` or `#` occurs, in one pass.
+#[inline]
+fn scan_topic(b: &[u8]) -> (bool, bool) {
+    let (bad, wild) = b.iter().fold((0u8, false), |(bad, wild), &c| {
+        (
+            bad | c | c.wrapping_sub(1),
+            wild | (c == b'+') | (c == b'#'),
+        )
+    });
+    (bad & 0x80 == 0, wild)
+}
+
+/// The general check: well-formed UTF-8 ([MQTT-1.5.4-1]; surrogates are ill-formed UTF-8 and
+/// fail here too), then no U+0000 ([MQTT-1.5.4-2]).
+#[cold]
+fn check_utf8_without_nul(b: &[u8]) -> Result<(), DecodeError> {
+    std::str::from_utf8(b).map_err(|_| DecodeError::InvalidUtf8)?;
+    if b.contains(&0) {
+        return Err(DecodeError::NulCharacter);
+    }
+    Ok(())
 }
 
 impl Deref for MqttStr {
@@ -128,6 +174,7 @@ pub enum Varint {
 /// Reads a Variable Byte Integer; a fifth byte (continuation bit set on the fourth) is malformed,
 /// and so is a longer encoding than the value needs ([MQTT-1.5.5-1]: a last byte of 0 after a
 /// continuation byte, e.g. `0x80 0x00` for 0).
+#[inline]
 pub fn read_varint(bytes: &[u8]) -> Result<Varint, DecodeError> {
     let mut value: u32 = 0;
     for (i, &b) in bytes.iter().take(4).enumerate() {
@@ -153,6 +200,7 @@ pub struct Reader {
 }
 
 impl Reader {
+    #[inline]
     pub fn new(buf: Bytes) -> Self {
         Reader { buf }
     }
@@ -165,12 +213,14 @@ impl Reader {
         self.buf.is_empty()
     }
 
+    #[inline]
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
         let b = *self.buf.first().ok_or(DecodeError::Truncated)?;
         self.advance(1);
         Ok(b)
     }
 
+    #[inline]
     pub fn u16(&mut self) -> Result<u16, DecodeError> {
         let b = self.buf.get(..2).ok_or(DecodeError::Truncated)?;
         let v = u16::from_be_bytes([b[0], b[1]]);
@@ -178,6 +228,7 @@ impl Reader {
         Ok(v)
     }
 
+    #[inline]
     pub fn u32(&mut self) -> Result<u32, DecodeError> {
         let b = self.buf.get(..4).ok_or(DecodeError::Truncated)?;
         let v = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
@@ -185,6 +236,7 @@ impl Reader {
         Ok(v)
     }
 
+    #[inline]
     pub fn varint(&mut self) -> Result<u32, DecodeError> {
         match read_varint(&self.buf)? {
             Varint::Value(v, n) => {
@@ -196,6 +248,7 @@ impl Reader {
     }
 
     /// The next `n` bytes, zero-copy.
+    #[inline]
     pub fn take(&mut self, n: usize) -> Result<Bytes, DecodeError> {
         if n > self.buf.len() {
             return Err(DecodeError::Truncated);
@@ -204,23 +257,34 @@ impl Reader {
     }
 
     /// Binary Data: a two-byte length, then that many bytes.
+    #[inline]
     pub fn binary(&mut self) -> Result<Bytes, DecodeError> {
         let n = self.u16()? as usize;
         self.take(n)
     }
 
     /// UTF-8 Encoded String: a two-byte length, then that many bytes of checked UTF-8.
+    #[inline]
     pub fn string(&mut self) -> Result<MqttStr, DecodeError> {
         let b = self.binary()?;
         MqttStr::from_bytes(b)
     }
 
+    /// A UTF-8 Encoded String that is a Topic Name (no wildcards), see [`MqttStr::topic_name`].
+    #[inline]
+    pub fn topic_name(&mut self) -> Result<MqttStr, DecodeError> {
+        let b = self.binary()?;
+        MqttStr::topic_name(b)
+    }
+
     /// Everything left in the frame.
+    #[inline]
     pub fn rest(&mut self) -> Bytes {
         std::mem::take(&mut self.buf)
     }
 
     /// Fails unless the frame has been consumed exactly.
+    #[inline]
     pub fn finish(&self) -> Result<(), DecodeError> {
         if self.buf.is_empty() {
             Ok(())
@@ -229,8 +293,11 @@ impl Reader {
         }
     }
 
+    /// Skips `n` bytes already checked to be there: a pointer bump, no reference count traffic
+    /// (`split_to` would clone and drop a handle to the frame).
+    #[inline]
     fn advance(&mut self, n: usize) {
-        let _ = self.buf.split_to(n);
+        bytes::Buf::advance(&mut self.buf, n);
     }
 }
 
@@ -405,6 +472,49 @@ mod tests {
         // MQTT 5.0 §1.5.4 example: U+2A6D4 then "A" is valid.
         let s = MqttStr::from_bytes(Bytes::from_static(&[0xf0, 0xaa, 0x9b, 0x94, 0x41])).unwrap();
         assert_eq!(s.as_str(), "\u{2A6D4}A");
+    }
+
+    #[test]
+    fn ascii_fast_path_agrees_with_the_full_check() {
+        // Every byte value alone and around ASCII text, against from_utf8 + NUL search.
+        let reference = |b: &[u8]| match std::str::from_utf8(b) {
+            Err(_) => Err(DecodeError::InvalidUtf8),
+            Ok(s) if s.contains('\0') => Err(DecodeError::NulCharacter),
+            Ok(_) => Ok(()),
+        };
+        for c in 0..=255u8 {
+            for b in [
+                vec![c],
+                vec![b'a', c, b'b'],
+                [&[b'x'; 40][..], &[c]].concat(),
+            ] {
+                let want = reference(&b);
+                let got = MqttStr::from_bytes(Bytes::from(b.clone())).map(|_| ());
+                assert_eq!(got, want, "{b:02x?}");
+                let wild = c == b'+' || c == b'#';
+                let want_topic = want.and(if wild {
+                    Err(DecodeError::TopicNameWildcard)
+                } else {
+                    Ok(())
+                });
+                let got = MqttStr::topic_name(Bytes::from(b.clone())).map(|_| ());
+                assert_eq!(got, want_topic, "{b:02x?}");
+            }
+        }
+        // UTF-8 / NUL errors come before the wildcard error.
+        assert_eq!(
+            MqttStr::topic_name(Bytes::from_static(b"a/+\0")),
+            Err(DecodeError::NulCharacter)
+        );
+        assert_eq!(
+            MqttStr::topic_name(Bytes::from_static(&[b'#', 0xc3, 0x28])),
+            Err(DecodeError::InvalidUtf8)
+        );
+        assert_eq!(
+            MqttStr::topic_name(Bytes::from_static("é/#".as_bytes())),
+            Err(DecodeError::TopicNameWildcard)
+        );
+        assert!(MqttStr::topic_name(Bytes::from_static("é/\u{7f}".as_bytes())).is_ok());
     }
 
     #[test]

@@ -38,7 +38,12 @@ impl Message {
     ) -> Message {
         let mut properties = p.properties;
         properties.topic_alias = None;
-        properties.subscription_identifiers = Vec::new();
+        if let Some(e) = &mut properties.extra {
+            e.subscription_identifiers = Vec::new();
+            if e.is_empty() {
+                properties.extra = None;
+            }
+        }
         let expiry = properties.message_expiry_interval.or(default_expiry_secs);
         Message {
             topic: p.topic,
@@ -95,7 +100,10 @@ impl Message {
         let properties = if version.is_v5() {
             let mut props = self.properties.clone();
             props.message_expiry_interval = self.remaining_expiry_secs(now_ms);
-            props.subscription_identifiers = opts.subscription_ids.as_slice().to_vec();
+            let ids = opts.subscription_ids.as_slice();
+            if !ids.is_empty() || props.extra.is_some() {
+                props.extra_mut().subscription_identifiers = ids.to_vec();
+            }
             props
         } else {
             PublishProperties::default()
@@ -154,6 +162,7 @@ pub struct DeliveryOpts {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::PublishExtraProperties;
 
     fn publish(qos: QoS, retain: bool, expiry: Option<u32>) -> Publish {
         Publish {
@@ -164,10 +173,13 @@ mod tests {
             properties: PublishProperties {
                 message_expiry_interval: expiry,
                 topic_alias: NonZeroU16::new(3),
+                ..Default::default()
+            }
+            .with_extra(PublishExtraProperties {
                 subscription_identifiers: vec![NonZeroU32::new(9).unwrap()],
                 content_type: Some("text/plain".into()),
                 ..Default::default()
-            },
+            }),
             payload: Bytes::from_static(b"hi"),
             dup: false,
         }
@@ -177,7 +189,7 @@ mod tests {
     fn from_publish_strips_alias_and_sub_ids_and_sets_expiry() {
         let m = Message::from_publish(publish(QoS::AtLeastOnce, true, Some(10)), 5, 1_000, None);
         assert_eq!(m.properties.topic_alias, None);
-        assert!(m.properties.subscription_identifiers.is_empty());
+        assert!(m.properties.extra().subscription_identifiers.is_empty());
         assert_eq!(m.expires_at_ms, Some(11_000));
         assert_eq!(m.publisher_id, 5);
         // Default expiry applies only without the property, and is not forwarded.
@@ -252,10 +264,13 @@ mod tests {
             let p = m.to_publish(&opts, pid, 0, ProtocolVersion::V5);
             assert_eq!((p.qos, p.retain), (want_q, want_r));
             assert_eq!(
-                p.properties.subscription_identifiers,
+                p.properties.extra().subscription_identifiers,
                 opts.subscription_ids.as_slice()
             );
-            assert_eq!(p.properties.content_type.as_deref(), Some("text/plain"));
+            assert_eq!(
+                p.properties.extra().content_type.as_deref(),
+                Some("text/plain")
+            );
             let p3 = m.to_publish(&opts, pid, 0, ProtocolVersion::V311);
             assert_eq!(p3.properties, PublishProperties::default());
         }

@@ -282,15 +282,20 @@ pub fn publish_properties() -> impl Strategy<Value = PublishProperties> {
         vec(subscription_id(), 0..4),
         option::of(mstr()),
     )
-        .prop_map(|(pfi, mei, ta, rt, cd, user, sids, ct)| PublishProperties {
-            payload_format_indicator: pfi,
-            message_expiry_interval: mei,
-            topic_alias: ta,
-            response_topic: rt,
-            correlation_data: cd,
-            user_properties: user,
-            subscription_identifiers: sids,
-            content_type: ct,
+        .prop_map(|(pfi, mei, ta, rt, cd, user, sids, ct)| {
+            PublishProperties {
+                payload_format_indicator: pfi,
+                message_expiry_interval: mei,
+                topic_alias: ta,
+                extra: None,
+            }
+            .with_extra(PublishExtraProperties {
+                response_topic: rt,
+                correlation_data: cd,
+                user_properties: user,
+                subscription_identifiers: sids,
+                content_type: ct,
+            })
         })
 }
 

@@ -258,9 +258,12 @@ fn v3_session_ignores_properties() {
     let mut s = session(SessionConfig::default(), client);
     let props = PublishProperties {
         message_expiry_interval: Some(60),
+        ..Default::default()
+    }
+    .with_extra(crate::protocol::PublishExtraProperties {
         content_type: Some("x".into()),
         ..Default::default()
-    };
+    });
     let m = msg_props("t", QoS::AtLeastOnce, "x", props);
     let o = DeliveryOpts {
         subscription_ids: SubIds::One(NonZeroU32::new(5).unwrap()),
