@@ -104,6 +104,35 @@ fn publish_rule_rewrites_the_topic_before_retain_and_routing() {
     }
 }
 
+#[test]
+fn publish_rule_rewrites_the_will_topic() {
+    for shards in SHARDS {
+        let broker = Broker::start_with(shards, PUBLISH_RULES, &[]);
+        let (sid, pid) = ids(shards, "willrw");
+        let (mut sub, _) = Raw::connect(&broker, V5, &sid, true);
+        sub.subscribe("z/y/+", 1);
+        sub.subscribe("x/y/+", 1);
+        let mut c = connect_packet(V311, &pid, true);
+        c.will = Some(LastWill {
+            topic: MqttStr::from("x/y/w"),
+            payload: bytes::Bytes::from_static(b"bye"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: WillProperties::default(),
+        });
+        let (dying, ack) = Raw::connect_with(&broker, c);
+        assert_eq!(ack.reason, ReasonCode::Success);
+        dying.abort();
+        let p = sub.recv_publish();
+        assert_eq!(
+            (p.topic.to_string(), &p.payload[..]),
+            ("z/y/w".to_string(), &b"bye"[..]),
+            "shards={shards}"
+        );
+        sub.expect_no_publish(QUIET);
+    }
+}
+
 const SUBSCRIBE_RULES: &str = r#"
 [[rewrite]]
 action = "subscribe"
