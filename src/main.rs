@@ -86,12 +86,6 @@ fn not_yet_supported(c: &Config) -> Result<(), String> {
                 .into(),
         );
     }
-    if !c.rewrite.is_empty() {
-        return Err("rewrite: topic rewrite rules are not supported yet".into());
-    }
-    if !c.auto_subscribe.topics.is_empty() {
-        return Err("auto_subscribe.topics: auto subscribe is not supported yet".into());
-    }
     Ok(())
 }
 

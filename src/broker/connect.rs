@@ -147,6 +147,8 @@ impl Broker {
         self.send(id, &ack);
         self.with_session(key, |s, now, out| s.resume(limits, now, out));
         let _ = now;
+        let peer = self.conns[id as usize].peer;
+        self.auto_subscribe(key, peer);
     }
 
     fn new_client(&mut self, id: MqttStr, v: ProtocolVersion, limits: &ClientLimits) -> ClientKey {
@@ -356,7 +358,15 @@ impl Broker {
         self.by_id.remove(&client.id);
     }
 
-    fn publish_will(&mut self, key: ClientKey, will: Will) {
+    fn publish_will(&mut self, key: ClientKey, mut will: Will) {
+        // A will is published like a PUBLISH, so it is rewritten like one (FEATURES.md §8).
+        if let Some(topic) = self.rewrite_publish_topic(key, &will.topic) {
+            if validate_topic_name(&topic, self.settings.max_topic_levels).is_err() {
+                tracing::debug!(from = %will.topic, to = %topic, "will dropped: rewritten to an invalid topic");
+                return;
+            }
+            will.topic = topic.into();
+        }
         // Clients cannot publish to `$SYS` (FEATURES.md §9), with a will neither.
         if will.topic.starts_with("$SYS") {
             return;

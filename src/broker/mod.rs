@@ -8,16 +8,21 @@
 //! Files: `settings` (what the broker reads from the config), `conn` (per-socket state and
 //! packet dispatch), `connect` (CONNECT, takeover, DISCONNECT, wills, session expiry), `publish`
 //! (inbound PUBLISH, routing, delivery), `subscribe` (SUBSCRIBE / UNSUBSCRIBE, route updates),
-//! `retain` (the retained store), `mesh` (what crosses shards), `wheel` (timers).
+//! `retain` (the retained store), `mesh` (what crosses shards), `wheel` (timers), `rewrite`
+//! (topic rewrite rules) and `auto_subscribe` (subscriptions made at connect).
 //!
-//! Order on the publish path: topic alias → validation → retain (to the topic's retain shard) →
-//! route table (one mesh message per interested shard) → local trie → sessions.
+//! Order on the publish path: topic alias → validation → rewrite (then the rewritten topic is
+//! validated again) → retain (to the topic's retain shard) → route table (one mesh message per
+//! interested shard) → local trie → sessions. SUBSCRIBE / UNSUBSCRIBE filters are rewritten before
+//! they are validated.
 
+mod auto_subscribe;
 mod conn;
 mod connect;
 pub mod mesh;
 mod publish;
 mod retain;
+pub mod rewrite;
 pub mod settings;
 mod subscribe;
 #[cfg(test)]

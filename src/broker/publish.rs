@@ -30,6 +30,13 @@ impl Broker {
         if validate_topic_name(&p.topic, s.max_topic_levels).is_err() {
             return self.violation(id, ReasonCode::TopicNameInvalid);
         }
+        // Rewrite first (FEATURES.md §8): everything after sees the new topic.
+        if let Some(topic) = self.rewrite_publish_topic(key, &p.topic) {
+            if validate_topic_name(&topic, self.settings.max_topic_levels).is_err() {
+                return self.violation(id, ReasonCode::TopicNameInvalid);
+            }
+            p.topic = topic.into();
+        }
         self.counters.messages_received += 1;
         // Clients cannot publish to `$SYS` (FEATURES.md §9): acknowledged as not authorized, dropped.
         let denied = p.topic.starts_with("$SYS");
@@ -79,6 +86,16 @@ impl Broker {
             }
         }
         Flow::Continue
+    }
+
+    /// The topic a PUBLISH or will of `key` is rewritten to, `None` when it stays as it is.
+    pub(super) fn rewrite_publish_topic(&self, key: ClientKey, topic: &str) -> Option<String> {
+        let client = &self.clients[key as usize];
+        let who = super::rewrite::Who {
+            client_id: &client.id,
+            username: client.username.as_deref(),
+        };
+        self.settings.rewrite.publish_topic(topic, who)
     }
 
     pub(super) fn handle_pubrel(&mut self, key: ClientKey, a: Ack) -> Flow {

@@ -35,6 +35,10 @@ pub struct Settings {
     /// Retained messages stored on all shards together (shared by every shard's copy of the
     /// settings), for `max_retained_messages`.
     pub retained_count: RetainedCount,
+    /// `[[rewrite]]`, ready to apply (FEATURES.md §8).
+    pub rewrite: super::rewrite::Rewriter,
+    /// `[[auto_subscribe.topics]]` in configuration order (FEATURES.md §7).
+    pub auto_subscribe: Vec<crate::config::AutoSubscribeTopic>,
 }
 
 /// A counter shared by all shards; equal to any other (it is state, not configuration).
@@ -74,6 +78,8 @@ impl Default for Settings {
             max_retained_messages: 0,
             max_retained_payload: 1 << 20,
             retained_count: RetainedCount::default(),
+            rewrite: Default::default(),
+            auto_subscribe: Vec::new(),
         }
     }
 }
@@ -133,6 +139,8 @@ impl Settings {
             max_retained_payload: usize::try_from(c.retainer.max_payload_size)
                 .unwrap_or(usize::MAX),
             retained_count: RetainedCount::default(),
+            rewrite: super::rewrite::Rewriter::new(&c.rewrite),
+            auto_subscribe: c.auto_subscribe.topics.clone(),
         }
     }
 }

@@ -10,7 +10,8 @@ use super::mesh::{MeshMsg, RetainedQuery, RetainedTarget, ShardId, retain_shard}
 use super::{Broker, ClientKey, ConnId};
 use crate::limits::SHARDS_MAX;
 use crate::protocol::{
-    MqttStr, Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
+    MqttStr, Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
+    UnsubAck, Unsubscribe,
 };
 use crate::session::{DeliveryOpts, Message, SubIds};
 use crate::topic::{Matches, SubscriptionTopic, TopicTrie, has_wildcards, parse_subscription};
@@ -219,48 +220,20 @@ impl Broker {
     pub(super) fn handle_subscribe(&mut self, id: ConnId, key: ClientKey, s: Subscribe) -> Flow {
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
-        for (filter, options) in &s.filters {
-            let topic = parse_subscription(filter, self.settings.max_topic_levels);
-            if let Ok(SubscriptionTopic::Shared { .. }) = topic
-                && options.no_local
-            {
-                // [MQTT-3.8.3-4]: No Local on a shared subscription is a Protocol Error.
-                return self.violation(id, ReasonCode::ProtocolError);
-            }
-            let reason = match topic {
-                Err(_) => ReasonCode::TopicFilterInvalid,
-                // Shared and exclusive subscriptions arrive with the EMQX extensions (issue 4).
-                Ok(SubscriptionTopic::Shared { .. }) => ReasonCode::SharedSubscriptionsNotSupported,
-                Ok(SubscriptionTopic::Exclusive(_)) => ReasonCode::TopicFilterInvalid,
-                Ok(SubscriptionTopic::Plain(f))
-                    if has_wildcards(f) && !self.settings.wildcard_subscription =>
-                {
-                    ReasonCode::WildcardSubscriptionsNotSupported
-                }
-                Ok(SubscriptionTopic::Plain(_)) => {
-                    let opts = SubOpts {
-                        qos: options.qos.min(self.settings.max_qos_allowed),
-                        no_local: options.no_local,
-                        retain_as_published: options.retain_as_published,
-                        subscription_id: s.properties.subscription_identifier,
-                    };
-                    match self.add_sub(key, filter, opts) {
-                        None => ReasonCode::QuotaExceeded,
-                        Some(existed) => {
-                            let send = match options.retain_handling {
-                                RetainHandling::SendAtSubscribe => true,
-                                RetainHandling::SendIfNew => !existed,
-                                RetainHandling::DoNotSend => false,
-                            };
-                            if send {
-                                retained.push((filter.clone(), opts));
-                            }
-                            granted(opts.qos)
-                        }
-                    }
-                }
+        let sub_id = s.properties.subscription_identifier;
+        for (filter, options) in s.filters {
+            // Rewrite first (FEATURES.md §8); the result is validated as any filter.
+            let filter = match self.rewrite_filter(key, &filter) {
+                Some(f) => MqttStr::from(f),
+                None => filter,
             };
-            reasons.push(reason);
+            match self.subscribe_one(key, filter, options, sub_id) {
+                Err(code) => return self.violation(id, code),
+                Ok((reason, send)) => {
+                    reasons.push(reason);
+                    retained.extend(send);
+                }
+            }
         }
         let ack = SubAck {
             packet_id: s.packet_id,
@@ -288,6 +261,95 @@ impl Broker {
             self.broadcast(|| MeshMsg::RouteSync(epoch));
         }
         Flow::Continue
+    }
+
+    /// Validates and adds (or replaces) one subscription of `key`, as a SUBSCRIBE does: the
+    /// SUBACK reason, and the filter and options to look retained messages up for (per Retain
+    /// Handling); `Err` with the reason of a protocol violation.
+    pub(super) fn subscribe_one(
+        &mut self,
+        key: ClientKey,
+        filter: MqttStr,
+        options: SubscriptionOptions,
+        subscription_id: Option<NonZeroU32>,
+    ) -> Result<(ReasonCode, Option<(MqttStr, SubOpts)>), ReasonCode> {
+        let topic = parse_subscription(&filter, self.settings.max_topic_levels);
+        if let Ok(SubscriptionTopic::Shared { .. }) = topic
+            && options.no_local
+        {
+            // [MQTT-3.8.3-4]: No Local on a shared subscription is a Protocol Error.
+            return Err(ReasonCode::ProtocolError);
+        }
+        let reason = match topic {
+            Err(_) => ReasonCode::TopicFilterInvalid,
+            // Shared and exclusive subscriptions arrive with the EMQX extensions (issue 4).
+            Ok(SubscriptionTopic::Shared { .. }) => ReasonCode::SharedSubscriptionsNotSupported,
+            Ok(SubscriptionTopic::Exclusive(_)) => ReasonCode::TopicFilterInvalid,
+            Ok(SubscriptionTopic::Plain(f))
+                if has_wildcards(f) && !self.settings.wildcard_subscription =>
+            {
+                ReasonCode::WildcardSubscriptionsNotSupported
+            }
+            Ok(SubscriptionTopic::Plain(_)) => {
+                let opts = SubOpts {
+                    qos: options.qos.min(self.settings.max_qos_allowed),
+                    no_local: options.no_local,
+                    retain_as_published: options.retain_as_published,
+                    subscription_id,
+                };
+                return Ok(match self.add_sub(key, &filter, opts) {
+                    None => (ReasonCode::QuotaExceeded, None),
+                    Some(existed) => {
+                        let send = match options.retain_handling {
+                            RetainHandling::SendAtSubscribe => true,
+                            RetainHandling::SendIfNew => !existed,
+                            RetainHandling::DoNotSend => false,
+                        };
+                        (granted(opts.qos), send.then_some((filter, opts)))
+                    }
+                });
+            }
+        };
+        Ok((reason, None))
+    }
+
+    /// The filter a SUBSCRIBE or UNSUBSCRIBE of `key` is rewritten to, `None` when unchanged.
+    fn rewrite_filter(&self, key: ClientKey, filter: &str) -> Option<String> {
+        let client = &self.clients[key as usize];
+        let who = super::rewrite::Who {
+            client_id: &client.id,
+            username: client.username.as_deref(),
+        };
+        self.settings.rewrite.subscribe_filter(filter, who)
+    }
+
+    /// Subscribes a client that just connected to the `[[auto_subscribe.topics]]` filters
+    /// rendered for it (FEATURES.md §7): no SUBACK; retained messages follow per Retain Handling.
+    /// A filter the normal subscribe path refuses is skipped.
+    pub(super) fn auto_subscribe(&mut self, key: ClientKey, peer: std::net::SocketAddr) {
+        if self.settings.auto_subscribe.is_empty() {
+            return;
+        }
+        let settings = self.settings.clone();
+        let client = &self.clients[key as usize];
+        let (client_id, username) = (client.id.clone(), client.username.clone());
+        let who = super::auto_subscribe::Client {
+            client_id: &client_id,
+            username: username.as_deref(),
+            peer,
+        };
+        for (filter, options) in super::auto_subscribe::render_all(&settings.auto_subscribe, who) {
+            match self.subscribe_one(key, MqttStr::from(filter.as_str()), options, None) {
+                Ok((reason, send)) if !reason.is_error() => {
+                    if let Some((filter, opts)) = send {
+                        self.query_retained(key, filter, opts);
+                    }
+                }
+                Ok((reason, _)) | Err(reason) => {
+                    tracing::debug!(client = %client_id, %filter, ?reason, "auto subscribe skipped");
+                }
+            }
+        }
     }
 
     /// Adds or replaces a subscription; `Some(existed)`, or `None` over `max_subscriptions`.
@@ -329,6 +391,8 @@ impl Broker {
     ) -> Flow {
         let mut reasons = Vec::with_capacity(u.filters.len());
         for filter in &u.filters {
+            let rewritten = self.rewrite_filter(key, filter).map(MqttStr::from);
+            let filter = rewritten.as_ref().unwrap_or(filter);
             let client = &mut self.clients[key as usize];
             let before = client.subs.len();
             client.subs.retain(|s| s.filter != *filter);

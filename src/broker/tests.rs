@@ -155,3 +155,28 @@ fn a_route_sync_is_answered_in_order() {
         [MeshMsg::RouteSyncAck(7)]
     ));
 }
+
+#[test]
+fn auto_subscribe_adds_routes_like_a_subscribe_without_a_suback() {
+    let settings = Settings {
+        auto_subscribe: vec![crate::config::AutoSubscribeTopic {
+            topic: "auto/${clientid}/${port}".into(),
+            qos: QoS::AtLeastOnce,
+            rh: RetainHandling::SendAtSubscribe,
+            rap: false,
+            nl: false,
+        }],
+        ..Settings::default()
+    };
+    let mut b = Broker::new(0, 2, Rc::new(settings));
+    let client = id_on(0, "a");
+    // `connected` asserts the CONNACK is all the output: no SUBACK.
+    connected(&mut b, &client);
+    let want = format!("auto/{client}/5000");
+    assert!(
+        mesh(&mut b)
+            .iter()
+            .any(|m| matches!(m, MeshMsg::RouteAdd(f) if **f == *want)),
+        "no RouteAdd for {want}"
+    );
+}
