@@ -18,7 +18,7 @@ pub const V311: ProtocolVersion = ProtocolVersion::V311;
 pub const V5: ProtocolVersion = ProtocolVersion::V5;
 
 /// How long a test waits for an expected packet.
-pub const WAIT: Duration = Duration::from_secs(5);
+pub const WAIT: Duration = Duration::from_secs(10);
 
 /// A running broker process, stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Broker {
