@@ -198,7 +198,9 @@ fn absolute_time_form_with_an_independent_client() {
             )
             .unwrap();
         let t = Instant::now();
-        std::thread::spawn(move || while conn.recv_timeout(Duration::from_secs(3)).is_ok() {});
+        std::thread::spawn(
+            move || while let Ok(Ok(_)) = conn.recv_timeout(Duration::from_secs(3)) {},
+        );
         let got = sub
             .recv_publish_within(Duration::from_secs(5))
             .expect("a past time is due now");
