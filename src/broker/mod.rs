@@ -8,17 +8,22 @@
 //! Files: `settings` (what the broker reads from the config), `conn` (per-socket state and
 //! packet dispatch), `connect` (CONNECT, takeover, DISCONNECT, wills, session expiry), `publish`
 //! (inbound PUBLISH, routing, delivery), `subscribe` (SUBSCRIBE / UNSUBSCRIBE, route updates),
-//! `retain` (the retained store), `mesh` (what crosses shards), `wheel` (timers), `rewrite`
-//! (topic rewrite rules) and `auto_subscribe` (subscriptions made at connect).
+//! `retain` (the retained store), `delayed` (`$delayed/...` publishes held until due), `mesh`
+//! (what crosses shards), `wheel` (timers), `rewrite` (topic rewrite rules) and
+//! `auto_subscribe` (subscriptions made at connect).
 //!
 //! Order on the publish path: topic alias → validation → rewrite (then the rewritten topic is
-//! validated again) → retain (to the topic's retain shard) → route table (one mesh message per
-//! interested shard) → local trie → sessions. SUBSCRIBE / UNSUBSCRIBE filters are rewritten before
-//! they are validated.
+//! validated again) → delayed? (kept on this shard until due, then routed from here) → retain
+//! (to the topic's retain shard) → route table (one mesh message per interested shard) → local
+//! trie → sessions. SUBSCRIBE / UNSUBSCRIBE filters are rewritten before they are validated.
+//!
+//! Time comes in as inputs: `now_ms` (monotonic) with every call, and the wall clock (Unix ms)
+//! through [`Broker::set_unix_time`] and [`Broker::tick`], for `$delayed/<unix time>/...`.
 
 mod auto_subscribe;
 mod conn;
 mod connect;
+mod delayed;
 pub mod mesh;
 mod publish;
 mod retain;
@@ -60,6 +65,16 @@ pub struct Counters {
     pub messages_received: u64,
     pub messages_dropped_no_subscribers: u64,
     pub messages_dropped_qos0_backlog: u64,
+    /// Delayed messages pending now (a gauge).
+    pub delayed_stored: u64,
+    /// Delayed messages published when due.
+    pub delayed_published: u64,
+    /// `$delayed/...` publishes dropped: bad interval, empty or invalid inner topic.
+    pub delayed_dropped_invalid: u64,
+    /// `$delayed/...` publishes dropped because `max_delayed_messages` were pending.
+    pub delayed_dropped_full: u64,
+    /// Delayed messages whose Message Expiry passed before they were due.
+    pub delayed_dropped_expired: u64,
 }
 
 /// One MQTT client's session on its home shard, with or without a connection.
@@ -90,6 +105,8 @@ pub struct Broker {
     local: LocalSubs,
     routes: Routes,
     retained: RetainStore,
+    /// `$delayed/...` messages published on this shard, until due.
+    delayed: delayed::DelayedStore,
     /// Keep-alive and CONNECT deadlines, keyed by connection.
     keepalive: Wheel,
     /// Session expiry, keyed by client.
@@ -110,6 +127,8 @@ pub struct Broker {
     next_generation: u32,
     assigned_ids: u64,
     now_ms: u64,
+    /// Unix time in ms minus `now_ms`, from the last wall-clock input.
+    unix_offset_ms: i64,
     pub counters: Counters,
 }
 
@@ -125,6 +144,7 @@ impl Broker {
             local: LocalSubs::default(),
             routes: Routes::default(),
             retained: RetainStore::default(),
+            delayed: delayed::DelayedStore::default(),
             keepalive: Wheel::default(),
             expiry: Wheel::default(),
             will_delay: Wheel::default(),
@@ -140,6 +160,7 @@ impl Broker {
             next_generation: 1,
             assigned_ids: 0,
             now_ms: 0,
+            unix_offset_ms: 0,
             counters: Counters::default(),
         }
     }
@@ -226,10 +247,23 @@ impl Broker {
         None
     }
 
+    /// The wall clock: `unix_ms` (ms since the Unix epoch) at monotonic `now_ms`. The runtime
+    /// gives it at start and with every tick; the broker never reads a clock itself.
+    pub fn set_unix_time(&mut self, now_ms: u64, unix_ms: u64) {
+        self.unix_offset_ms = unix_ms as i64 - now_ms as i64;
+    }
+
+    /// The wall clock at the current `now_ms`.
+    fn unix_now_ms(&self) -> u64 {
+        (self.now_ms as i64 + self.unix_offset_ms).max(0) as u64
+    }
+
     /// Advances the shard's timers by one second: keep-alive and CONNECT deadlines, will delays,
-    /// session expiry, and the sessions' own timeouts.
-    pub fn tick(&mut self, now_ms: u64) {
+    /// session expiry, the sessions' own timeouts, and the delayed messages due. `unix_ms` is the
+    /// wall clock at `now_ms`.
+    pub fn tick(&mut self, now_ms: u64, unix_ms: u64) {
         self.now_ms = now_ms;
+        self.set_unix_time(now_ms, unix_ms);
         let mut expired = Vec::new();
         self.keepalive.advance(&mut expired);
         for id in expired.drain(..) {
@@ -247,6 +281,7 @@ impl Broker {
             client.session.tick(now_ms);
         }
         self.retained.tick(now_ms, &self.settings);
+        self.fire_delayed(now_ms);
     }
 
     /// Number of connections and sessions on this shard (for tests and `$SYS`).

@@ -27,7 +27,10 @@ impl Broker {
         if p.retain && !s.retain_available {
             return self.violation(id, ReasonCode::RetainNotSupported);
         }
-        if validate_topic_name(&p.topic, s.max_topic_levels).is_err() {
+        // A `$delayed/...` topic is checked (its inner topic) when it is kept: a bad one is
+        // dropped and counted, not a protocol error.
+        if !self.is_delayed(&p.topic) && validate_topic_name(&p.topic, s.max_topic_levels).is_err()
+        {
             return self.violation(id, ReasonCode::TopicNameInvalid);
         }
         // Rewrite first (FEATURES.md §8): everything after sees the new topic.
@@ -45,8 +48,7 @@ impl Broker {
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) | (_, None) => {
                 if !denied {
-                    let msg = self.message_from(p, publisher);
-                    self.route(Arc::new(msg));
+                    self.publish_in(p, publisher, false);
                 }
             }
             (QoS::AtLeastOnce, Some(pid)) => {
@@ -56,8 +58,7 @@ impl Broker {
                 let (reason, token) = if denied {
                     (ReasonCode::NotAuthorized, None)
                 } else {
-                    let msg = self.message_from(p, publisher);
-                    self.route_acked(Arc::new(msg))
+                    self.publish_in(p, publisher, true)
                 };
                 self.ack(id, key, token, |s, out| {
                     s.ack_inbound_qos1(pid, reason, out)
@@ -75,10 +76,7 @@ impl Broker {
                     }
                     Ok(Qos2Inbound::Full) => (ReasonCode::QuotaExceeded, None),
                     Ok(Qos2Inbound::New) if denied => (ReasonCode::NotAuthorized, None),
-                    Ok(Qos2Inbound::New) => {
-                        let msg = self.message_from(p, publisher);
-                        self.route_acked(Arc::new(msg))
-                    }
+                    Ok(Qos2Inbound::New) => self.publish_in(p, publisher, true),
                 };
                 self.ack(id, key, token, |s, out| {
                     s.ack_inbound_qos2(pid, reason, out)
@@ -103,7 +101,22 @@ impl Broker {
         Flow::Continue
     }
 
-    fn message_from(&self, p: Publish, publisher: u64) -> Message {
+    /// A new inbound message: kept when it is a delayed one, routed now otherwise. Returns the
+    /// v5 reason for its acknowledgement and, when `acked`, the token to hold it on (see
+    /// [`Self::route_acked`]).
+    fn publish_in(&mut self, p: Publish, publisher: u64, acked: bool) -> (ReasonCode, Option<u64>) {
+        if self.is_delayed(&p.topic) {
+            return (self.delay(p, publisher), None);
+        }
+        let msg = Arc::new(self.message_from(p, publisher));
+        if acked {
+            self.route_acked(msg)
+        } else {
+            (ack_reason(self.route(msg)), None)
+        }
+    }
+
+    pub(super) fn message_from(&self, p: Publish, publisher: u64) -> Message {
         Message::from_publish(p, publisher, self.now_ms, self.settings.message_expiry_secs)
     }
 

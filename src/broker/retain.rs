@@ -3,7 +3,6 @@
 //! and an expired message is dropped when it is next looked at (and by a periodic sweep).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use ahash::AHashMap;
 
@@ -94,19 +93,10 @@ impl RetainStore {
 
 /// Takes a place under `max_retained_messages`; always succeeds without a limit.
 fn reserve(s: &Settings) -> bool {
-    let max = s.max_retained_messages;
-    max == 0
-        || s.retained_count
-            .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok()
+    s.retained_count.reserve(s.max_retained_messages)
 }
 
 /// Gives `n` places back.
 fn release(s: &Settings, n: usize) {
-    if s.max_retained_messages != 0 && n > 0 {
-        s.retained_count.0.fetch_sub(n, Ordering::Relaxed);
-    }
+    s.retained_count.release(s.max_retained_messages, n);
 }

@@ -34,18 +34,46 @@ pub struct Settings {
     pub max_retained_payload: usize,
     /// Retained messages stored on all shards together (shared by every shard's copy of the
     /// settings), for `max_retained_messages`.
-    pub retained_count: RetainedCount,
     /// `[[rewrite]]`, ready to apply (FEATURES.md §8).
     pub rewrite: super::rewrite::Rewriter,
     /// `[[auto_subscribe.topics]]` in configuration order (FEATURES.md §7).
     pub auto_subscribe: Vec<crate::config::AutoSubscribeTopic>,
+    pub retained_count: SharedCount,
+    /// `[delayed] enable`: whether `$delayed/<secs>/<topic>` publishes are delayed.
+    pub delayed_enable: bool,
+    /// 0 = unlimited; a broker-wide limit.
+    pub max_delayed_messages: usize,
+    /// Delayed messages pending on all shards together (shared like `retained_count`), for
+    /// `max_delayed_messages`; touched only by delayed publishes, and only when a limit is set.
+    pub delayed_count: SharedCount,
 }
 
-/// A counter shared by all shards; equal to any other (it is state, not configuration).
+/// A counter shared by all shards (every shard's copy of the settings clones the `Arc`); equal to any other (it is state, not configuration).
 #[derive(Debug, Clone, Default)]
-pub struct RetainedCount(pub std::sync::Arc<std::sync::atomic::AtomicUsize>);
+pub struct SharedCount(pub std::sync::Arc<std::sync::atomic::AtomicUsize>);
 
-impl PartialEq for RetainedCount {
+impl SharedCount {
+    /// Takes a place under `max` (0 = unlimited: always succeeds, nothing counted).
+    pub fn reserve(&self, max: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        max == 0
+            || self
+                .0
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .is_ok()
+    }
+
+    /// Gives `n` places taken under the same `max` back.
+    pub fn release(&self, max: usize, n: usize) {
+        if max != 0 && n > 0 {
+            self.0.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl PartialEq for SharedCount {
     fn eq(&self, _: &Self) -> bool {
         true
     }
@@ -77,9 +105,12 @@ impl Default for Settings {
             retainer_enable: true,
             max_retained_messages: 0,
             max_retained_payload: 1 << 20,
-            retained_count: RetainedCount::default(),
             rewrite: Default::default(),
             auto_subscribe: Vec::new(),
+            retained_count: SharedCount::default(),
+            delayed_enable: true,
+            max_delayed_messages: 0,
+            delayed_count: SharedCount::default(),
         }
     }
 }
@@ -138,9 +169,13 @@ impl Settings {
                 .unwrap_or(usize::MAX),
             max_retained_payload: usize::try_from(c.retainer.max_payload_size)
                 .unwrap_or(usize::MAX),
-            retained_count: RetainedCount::default(),
             rewrite: super::rewrite::Rewriter::new(&c.rewrite),
             auto_subscribe: c.auto_subscribe.topics.clone(),
+            retained_count: SharedCount::default(),
+            delayed_enable: c.delayed.enable,
+            max_delayed_messages: usize::try_from(c.delayed.max_delayed_messages)
+                .unwrap_or(usize::MAX),
+            delayed_count: SharedCount::default(),
         }
     }
 }

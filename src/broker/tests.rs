@@ -180,3 +180,46 @@ fn auto_subscribe_adds_routes_like_a_subscribe_without_a_suback() {
         "no RouteAdd for {want}"
     );
 }
+
+#[test]
+fn a_delayed_publish_is_acked_now_and_routed_from_this_shard_when_due() {
+    let mut b = shard0();
+    b.set_unix_time(0, 1_700_000_000_000);
+    let id = connected(&mut b, &id_on(0, "d"));
+    let topic = (0..)
+        .map(|i| format!("d/{i}"))
+        .find(|t| retain_shard(t, 2) == 1)
+        .unwrap();
+    // Shard 1 has a subscriber of the topic.
+    b.mesh_in(1, MeshMsg::RouteAdd(MqttStr::from("d/#")), 0);
+    let mut rx = bytes_of(Packet::Publish(Publish {
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        topic: MqttStr::from(format!("$delayed/2/{topic}").as_str()),
+        packet_id: NonZeroU16::new(4),
+        payload: Bytes::from_static(b"x"),
+        ..Default::default()
+    }));
+    b.input(id, &mut rx, 100);
+    // Acknowledged at once with 0x10, even though retained on another shard: nothing is
+    // stored or routed yet.
+    assert!(matches!(
+        output(&mut b, id).as_slice(),
+        [Packet::PubAck(a)] if a.packet_id.get() == 4 && a.reason == ReasonCode::NoMatchingSubscribers
+    ));
+    assert!(mesh(&mut b).is_empty());
+    assert_eq!(b.delayed_count(), 1);
+    b.tick(2099, 1_700_000_002_099);
+    assert!(mesh(&mut b).is_empty(), "not early");
+    b.tick(2100, 1_700_000_002_100);
+    match mesh(&mut b).as_slice() {
+        [MeshMsg::Retain(r, None), MeshMsg::Publish(m)] => {
+            assert_eq!(m.topic.as_str(), topic);
+            assert!(m.retain && r.retain);
+            assert_eq!(m.qos, QoS::AtLeastOnce);
+        }
+        other => panic!("expected Retain then Publish, got {other:?}"),
+    }
+    assert_eq!(b.delayed_count(), 0);
+    assert_eq!(b.counters.delayed_published, 1);
+}

@@ -211,6 +211,7 @@ pub async fn run(setup: ShardSetup) -> Result<(), String> {
         let l = super::listener::into_glommio(l);
         accepts.push(spawn_local(accept_loop(ctx.clone(), l)));
     }
+    ctx.with_broker(|b, now| b.set_unix_time(now, unix_ms()));
     spawn_local(ticker(ctx.clone())).detach();
 
     while !shutdown.load(Ordering::Relaxed) {
@@ -309,10 +310,17 @@ async fn flusher(ctx: Rc<Shard>, dest: ShardId, tx: ConnectedSender<Batch>) {
     }
 }
 
+/// The wall clock in ms since the Unix epoch (0 if the clock is before it), for the broker.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 async fn ticker(ctx: Rc<Shard>) {
     loop {
         sleep(Duration::from_secs(1)).await;
-        ctx.with_broker(|b, now| b.tick(now));
+        ctx.with_broker(|b, now| b.tick(now, unix_ms()));
     }
 }
 

@@ -10,7 +10,9 @@ mod labels;
 mod special;
 mod trie;
 
-pub use special::{Delayed, SubscriptionTopic, parse_delayed, parse_subscription};
+pub use special::{
+    DELAY_SECS_MAX, DELAYED_PREFIX, Delayed, SubscriptionTopic, parse_delayed, parse_subscription,
+};
 pub use trie::{FilterId, Matches, TopicTrie};
 
 /// Longest topic name or filter on the wire, in bytes [MQTT-4.7.3-3].

@@ -8,7 +8,7 @@ use super::{TOPIC_LEN_MAX, TopicError, validate_topic_filter, validate_topic_nam
 const SHARE_PREFIX: &str = "$share/";
 const QUEUE_PREFIX: &str = "$queue/";
 const EXCLUSIVE_PREFIX: &str = "$exclusive/";
-const DELAYED_PREFIX: &str = "$delayed/";
+pub const DELAYED_PREFIX: &str = "$delayed/";
 
 /// The group a `$queue/<filter>` subscription belongs to (`$queue/f` = `$share/$queue/f`).
 pub const QUEUE_GROUP: &str = "$queue";
