@@ -15,7 +15,7 @@
 use ahash::RandomState;
 
 use super::labels::{LabelRef, Labels};
-use super::table::ChildTable;
+use super::table::{ChildTable, prefetch};
 
 /// Marks "no node" in `parent`, `plus` and `hash`.
 const NONE: u32 = u32::MAX;
@@ -263,6 +263,13 @@ impl TopicTrie {
             out.keys.push(key);
             self.children.prefetch(slot_hash(key));
         }
+        // Then the nodes those slots most likely name (a slot hash is 32 bits of the key), again
+        // all at once; the walk below checks every node for real.
+        for &key in &out.keys[1..] {
+            if let Some(child) = self.children.find(slot_hash(key), |_| true) {
+                prefetch(&self.nodes[child as usize]);
+            }
+        }
         // [MQTT-4.7.2-1]: no wildcard at the first level matches a topic starting with `$`.
         let dollar = topic.starts_with('$');
         out.stack.push((ROOT, 0, ROOT_KEY));
@@ -280,7 +287,14 @@ impl TopicTrie {
                 continue;
             }
             if wildcards && n.plus != NONE {
-                out.stack.push((n.plus, depth + 1, self.key(key, "+")));
+                let plus_key = self.key(key, "+");
+                if depth + 1 < levels {
+                    // The slot of the `+` node's child is popped after the exact path: fetch it
+                    // meanwhile.
+                    let next = level(topic, &out.level_starts, depth + 1);
+                    self.children.prefetch(slot_hash(self.key(plus_key, next)));
+                }
+                out.stack.push((n.plus, depth + 1, plus_key));
             }
             if n.has_exact_children() {
                 let level = level(topic, &out.level_starts, depth);
