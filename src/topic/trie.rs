@@ -125,7 +125,7 @@ impl TopicTrie {
     /// are (a `#` that is not last then matches nothing, as in [`matches`](super::matches)).
     ///
     /// # Panics
-    /// On capacity overflow only: more than 2^31 nodes or 4 GiB of labels.
+    /// On capacity overflow only: more than 2^31 nodes, 4 GiB of labels or a 16 MiB label.
     pub fn insert(&mut self, filter: &str) -> FilterId {
         let (mut node, mut key) = (ROOT, ROOT_KEY);
         for level in filter.split('/') {
@@ -197,7 +197,7 @@ impl TopicTrie {
         let mut node = id.0;
         while node != ROOT {
             let n = &self.nodes[node as usize];
-            levels.push(self.labels.get(n.label));
+            levels.push(self.labels.get(&n.label));
             node = n.parent;
         }
         levels.reverse();
@@ -331,7 +331,7 @@ impl TopicTrie {
         let (nodes, labels) = (&self.nodes, &self.labels);
         self.children.find(slot_hash(key), |i| {
             let n = &nodes[i as usize];
-            n.parent == parent && labels.get(n.label) == label
+            n.parent == parent && labels.eq(&n.label, label)
         })
     }
 
