@@ -15,7 +15,7 @@
 use ahash::RandomState;
 
 use super::labels::{LabelRef, Labels};
-use super::table::{ChildTable, prefetch};
+use super::table::{ChildTable, advise_huge_pages, prefetch};
 
 /// Marks "no node" in `parent`, `plus` and `hash`.
 const NONE: u32 = u32::MAX;
@@ -361,6 +361,14 @@ impl TopicTrie {
             self.nodes.len() < NODES_MAX,
             "topic trie exceeds 2^31 nodes"
         );
+        if self.nodes.len() == self.nodes.capacity() {
+            // Grow by hand (as `Vec` would, doubling) so the new buffer is advised before it is
+            // written; see `advise_huge_pages`.
+            let mut grown = Vec::with_capacity((self.nodes.capacity() * 2).max(16));
+            advise_huge_pages(grown.as_ptr(), grown.capacity());
+            grown.extend_from_slice(&self.nodes);
+            self.nodes = grown;
+        }
         self.nodes.push(node);
         (self.nodes.len() - 1) as u32
     }
