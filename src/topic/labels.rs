@@ -1,9 +1,9 @@
 //! The level labels of one [`TopicTrie`](super::TopicTrie), owned by the same shard: a label of
-//! at most 8 bytes sits in its [`LabelRef`] itself, a longer one in one string arena, addressed by
+//! at most 12 bytes sits in its [`LabelRef`] itself, a longer one in one string arena, addressed by
 //! `(start, len)`.
 //!
 //! Inline labels are what most levels are (ids, numbers, short words): comparing one is a single
-//! 8-byte compare with no cache miss into the arena, and it costs no arena bytes.
+//! 12-byte compare with no cache miss into the arena, and it costs no arena bytes.
 //!
 //! Why an arena rather than a `Box<str>` per node: a box costs 16 bytes in the node plus a heap
 //! block per label (at least 32 bytes with glibc for short labels), which alone would exceed the
@@ -11,17 +11,15 @@
 //! labels leave holes that [`Labels::compact`] squeezes out once they outweigh the live bytes, so
 //! the copying is amortised over the removals that made the holes.
 
-/// A label: either inline, its bytes padded with [`PAD`], or in the arena, as `start` (4 bytes,
-/// little endian) and `len` (3 bytes) followed by [`ARENA`]. Neither marker byte occurs in UTF-8,
-/// so an inline label of 8 bytes never ends in one.
+/// A label: either inline, its bytes padded with [`PAD`], or in the arena, as `start` and `len`
+/// (4 bytes each, little endian) with [`ARENA`] in the last byte. Neither marker byte occurs in
+/// UTF-8, so an inline label of 12 bytes never ends in one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct LabelRef([u8; 8]);
+pub(super) struct LabelRef([u8; INLINE_MAX]);
 
 const PAD: u8 = 0xFF;
 const ARENA: u8 = 0xFE;
-const INLINE_MAX: usize = 8;
-/// Longest label the arena addresses (3 bytes of length).
-const ARENA_LEN_MAX: usize = (1 << 24) - 1;
+const INLINE_MAX: usize = 12;
 
 impl LabelRef {
     pub(super) const EMPTY: LabelRef = LabelRef([PAD; INLINE_MAX]);
@@ -38,26 +36,28 @@ impl LabelRef {
     /// `(start, len)` of an arena label.
     fn arena(&self) -> Option<(usize, usize)> {
         let b = self.0;
-        (b[7] == ARENA).then(|| {
+        (b[INLINE_MAX - 1] == ARENA).then(|| {
             (
                 u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize,
-                u32::from_le_bytes([b[4], b[5], b[6], 0]) as usize,
+                u32::from_le_bytes([b[4], b[5], b[6], b[7]]) as usize,
             )
         })
     }
 
     fn set_arena(&mut self, start: usize, len: usize) {
-        let start = to_u32(start).to_le_bytes();
-        let len = to_u32(len).to_le_bytes();
-        self.0 = [
-            start[0], start[1], start[2], start[3], len[0], len[1], len[2], ARENA,
-        ];
+        let mut bytes = [0; INLINE_MAX];
+        bytes[..4].copy_from_slice(&to_u32(start).to_le_bytes());
+        bytes[4..8].copy_from_slice(&to_u32(len).to_le_bytes());
+        bytes[INLINE_MAX - 1] = ARENA;
+        self.0 = bytes;
     }
 
     /// Length of an inline label: the bytes before the padding.
     fn inline_len(&self) -> usize {
-        let padding = (!u64::from_le_bytes(self.0)).leading_zeros() / 8;
-        INLINE_MAX - padding as usize
+        self.0
+            .iter()
+            .rposition(|&b| b != PAD)
+            .map_or(0, |last| last + 1)
     }
 }
 
@@ -72,20 +72,15 @@ pub(super) struct Labels {
 }
 
 impl Labels {
-    /// Stores a label (in the arena only if it is longer than 8 bytes).
+    /// Stores a label (in the arena only if it is longer than 12 bytes).
     ///
     /// # Panics
-    /// If the arena would exceed 4 GiB or the label 16 MiB: capacity limits like `Vec`'s,
-    /// unreachable with validated filters (at most 65535 bytes each) and a bounded number of
-    /// subscriptions.
+    /// If the arena would exceed 4 GiB: a capacity limit like `Vec`'s, unreachable with validated
+    /// filters (at most 65535 bytes each) and a bounded number of subscriptions.
     pub(super) fn push(&mut self, label: &str) -> LabelRef {
         if let Some(inline) = LabelRef::inline(label) {
             return inline;
         }
-        assert!(
-            label.len() <= ARENA_LEN_MAX,
-            "topic trie label exceeds 16 MiB"
-        );
         let start = self.text.len();
         self.text.push_str(label);
         to_u32(self.text.len());
@@ -103,7 +98,7 @@ impl Labels {
         }
     }
 
-    /// Whether `label` reads `text`; for inline labels a single 8-byte compare.
+    /// Whether `label` reads `text`; for inline labels a single 12-byte compare.
     #[inline]
     pub(super) fn eq(&self, label: &LabelRef, text: &str) -> bool {
         match label.arena() {
@@ -160,18 +155,18 @@ mod tests {
     #[test]
     fn push_get_compact() {
         let mut labels = Labels::default();
-        let a = labels.push("alpha-long");
+        let a = labels.push("alpha-longer-");
         let b = labels.push("");
-        let mut c = labels.push("gamma-long");
+        let mut c = labels.push("gamma-longer-");
         assert_eq!(
             (labels.get(&a), labels.get(&b), labels.get(&c)),
-            ("alpha-long", "", "gamma-long")
+            ("alpha-longer-", "", "gamma-longer-")
         );
-        assert!(labels.eq(&a, "alpha-long") && !labels.eq(&a, "alpha-lonG"));
+        assert!(labels.eq(&a, "alpha-longer-") && !labels.eq(&a, "alpha-longeR-"));
         labels.release(a);
         labels.compact([&mut c].into_iter());
-        assert_eq!(labels.get(&c), "gamma-long");
-        assert_eq!(labels.capacity(), 10);
+        assert_eq!(labels.get(&c), "gamma-longer-");
+        assert_eq!(labels.capacity(), 13);
     }
 
     #[test]
@@ -182,9 +177,9 @@ mod tests {
             "a",
             "+",
             "ü",
-            "12345678",
+            "123456789012",
             "ab\u{7ff}cd",
-            "abcdef\u{7ff}",
+            "abcdefghij\u{7ff}",
         ] {
             let label = labels.push(text);
             assert_eq!(labels.get(&label), text);
@@ -193,6 +188,6 @@ mod tests {
             assert!(!labels.eq(&label, &format!("{text}x")));
         }
         assert_eq!(labels.capacity(), 0, "nothing in the arena");
-        assert!(!labels.eq(&LabelRef::EMPTY, "123456789"));
+        assert!(!labels.eq(&LabelRef::EMPTY, "1234567890123"));
     }
 }

@@ -10,7 +10,8 @@
 //!   label). A node's path key hashes its parent's path key with its label, so the keys of every
 //!   level of a topic are known before the first lookup and all levels' slots can be prefetched
 //!   at once instead of paying one chain of cache misses per level;
-//! - the `+` and `#` children sit in the parent node, so wildcards cost no hash lookup.
+//! - the `+` and `#` children of a node sit in a side slab of pairs (few nodes have any), so
+//!   the node keeps room for a 12-byte inline label and wildcards cost no hash lookup.
 
 use ahash::RandomState;
 
@@ -46,17 +47,22 @@ struct Node {
     /// Number of children (exact, `+` and `#`) in the low 31 bits; [`TERMINAL`] when a filter
     /// ends here.
     children_terminal: u32,
-    plus: u32,
-    hash: u32,
+    /// Index of this node's [`Wild`] pair, or `NONE` without wildcard children.
+    wild: u32,
 }
+
+/// The `+` and `#` children of a node, `NONE` when absent.
+type Wild = [u32; 2];
+const PLUS: usize = 0;
+const HASH: usize = 1;
+const NO_WILD: Wild = [NONE; 2];
 
 impl Node {
     const FREE: Node = Node {
         parent: NONE,
         label: LabelRef::EMPTY,
         children_terminal: 0,
-        plus: NONE,
-        hash: NONE,
+        wild: NONE,
     };
 
     fn is_terminal(&self) -> bool {
@@ -75,8 +81,8 @@ impl Node {
         self.children_terminal & !TERMINAL
     }
 
-    fn has_exact_children(&self) -> bool {
-        let wildcards = u32::from(self.plus != NONE) + u32::from(self.hash != NONE);
+    fn has_exact_children(&self, wild: Wild) -> bool {
+        let wildcards = u32::from(wild[PLUS] != NONE) + u32::from(wild[HASH] != NONE);
         self.children() > wildcards
     }
 
@@ -99,6 +105,9 @@ pub struct TopicTrie {
     len: usize,
     /// Path keys of the filter being removed (reused buffer).
     path_keys: Vec<u64>,
+    /// Wildcard children of the nodes that have any, indexed by [`Node::wild`].
+    wild: Vec<Wild>,
+    wild_free: Vec<u32>,
 }
 
 impl Default for TopicTrie {
@@ -111,6 +120,8 @@ impl Default for TopicTrie {
             hasher: RandomState::new(),
             len: 0,
             path_keys: Vec::new(),
+            wild: Vec::new(),
+            wild_free: Vec::new(),
         }
     }
 }
@@ -125,7 +136,7 @@ impl TopicTrie {
     /// are (a `#` that is not last then matches nothing, as in [`matches`](super::matches)).
     ///
     /// # Panics
-    /// On capacity overflow only: more than 2^31 nodes, 4 GiB of labels or a 16 MiB label.
+    /// On capacity overflow only: more than 2^31 nodes or 4 GiB of labels.
     pub fn insert(&mut self, filter: &str) -> FilterId {
         let (mut node, mut key) = (ROOT, ROOT_KEY);
         for level in filter.split('/') {
@@ -223,6 +234,8 @@ impl TopicTrie {
         self.nodes.capacity() * size_of::<Node>()
             + self.free.capacity() * size_of::<u32>()
             + self.path_keys.capacity() * size_of::<u64>()
+            + self.wild.capacity() * size_of::<Wild>()
+            + self.wild_free.capacity() * size_of::<u32>()
             + self.children.allocation_size()
             + self.labels.capacity()
     }
@@ -241,6 +254,12 @@ impl TopicTrie {
         self.compact_labels();
         self.children.shrink_to_fit();
         self.path_keys = Vec::new();
+        if self.wild_free.len() == self.wild.len() {
+            self.wild = Vec::new();
+            self.wild_free = Vec::new();
+        }
+        self.wild.shrink_to_fit();
+        self.wild_free.shrink_to_fit();
     }
 
     /// Finds every filter matching the topic name `topic`: clears `out`, then fills
@@ -275,10 +294,12 @@ impl TopicTrie {
         out.stack.push((ROOT, 0, ROOT_KEY));
         while let Some((node, depth, key)) = out.stack.pop() {
             let n = &self.nodes[node as usize];
+            let wild = self.wild_of(n);
             let wildcards = !(dollar && depth == 0);
             // `#` matches the remaining levels, none included (`sport/#` matches `sport`).
-            if wildcards && n.hash != NONE && self.nodes[n.hash as usize].is_terminal() {
-                out.ids.push(FilterId(n.hash));
+            let hash = wild[HASH];
+            if wildcards && hash != NONE && self.nodes[hash as usize].is_terminal() {
+                out.ids.push(FilterId(hash));
             }
             if depth == levels {
                 if n.is_terminal() {
@@ -286,7 +307,7 @@ impl TopicTrie {
                 }
                 continue;
             }
-            if wildcards && n.plus != NONE {
+            if wildcards && wild[PLUS] != NONE {
                 let plus_key = self.key(key, "+");
                 if depth + 1 < levels {
                     // The slot of the `+` node's child is popped after the exact path: fetch it
@@ -294,9 +315,9 @@ impl TopicTrie {
                     let next = level(topic, &out.level_starts, depth + 1);
                     self.children.prefetch(slot_hash(self.key(plus_key, next)));
                 }
-                out.stack.push((n.plus, depth + 1, plus_key));
+                out.stack.push((wild[PLUS], depth + 1, plus_key));
             }
-            if n.has_exact_children() {
+            if n.has_exact_children(wild) {
                 let level = level(topic, &out.level_starts, depth);
                 // Equal keys at a depth mean the same path, so the child key is known already.
                 let child_key = if key == out.keys[depth] {
@@ -318,13 +339,37 @@ impl TopicTrie {
 
     /// The child `label` of `parent`; `key` is that child's path key.
     fn child(&self, parent: u32, key: u64, label: &str) -> Option<u32> {
-        let n = &self.nodes[parent as usize];
+        let wild = self.wild_of(&self.nodes[parent as usize]);
         let slot = match label {
-            "+" => n.plus,
-            "#" => n.hash,
+            "+" => wild[PLUS],
+            "#" => wild[HASH],
             _ => return self.exact_child(parent, key, label),
         };
         (slot != NONE).then_some(slot)
+    }
+
+    fn wild_of(&self, n: &Node) -> Wild {
+        if n.wild == NONE {
+            NO_WILD
+        } else {
+            self.wild[n.wild as usize]
+        }
+    }
+
+    /// The wildcard pair of `node`, added if it has none.
+    fn wild_mut(&mut self, node: u32) -> &mut Wild {
+        let mut index = self.nodes[node as usize].wild;
+        if index == NONE {
+            index = match self.wild_free.pop() {
+                Some(free) => free,
+                None => {
+                    self.wild.push(NO_WILD);
+                    (self.wild.len() - 1) as u32
+                }
+            };
+            self.nodes[node as usize].wild = index;
+        }
+        &mut self.wild[index as usize]
     }
 
     fn exact_child(&self, parent: u32, key: u64, label: &str) -> Option<u32> {
@@ -342,11 +387,10 @@ impl TopicTrie {
             label: label_ref,
             ..Node::FREE
         });
-        let p = &mut self.nodes[parent as usize];
-        p.children_terminal += 1;
+        self.nodes[parent as usize].children_terminal += 1;
         match label {
-            "+" => p.plus = node,
-            "#" => p.hash = node,
+            "+" => self.wild_mut(parent)[PLUS] = node,
+            "#" => self.wild_mut(parent)[HASH] = node,
             _ => self.children.insert(slot_hash(key), node),
         }
         node
@@ -391,13 +435,19 @@ impl TopicTrie {
     fn detach(&mut self, parent: u32, node: u32, key: u64) {
         let p = &mut self.nodes[parent as usize];
         p.children_terminal -= 1;
-        if p.plus == node {
-            p.plus = NONE;
-        } else if p.hash == node {
-            p.hash = NONE;
-        } else {
-            self.children.remove(slot_hash(key), node);
+        let index = p.wild;
+        if index != NONE {
+            let wild = &mut self.wild[index as usize];
+            if let Some(slot) = wild.iter_mut().find(|slot| **slot == node) {
+                *slot = NONE;
+                if *wild == NO_WILD {
+                    self.wild_free.push(index);
+                    self.nodes[parent as usize].wild = NONE;
+                }
+                return;
+            }
         }
+        self.children.remove(slot_hash(key), node);
     }
 
     fn compact_labels(&mut self) {
