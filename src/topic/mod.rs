@@ -8,6 +8,7 @@
 
 mod labels;
 mod special;
+mod table;
 mod trie;
 
 pub use special::{

@@ -5,18 +5,24 @@
 //! Layout, chosen for memory per subscription and for a match that does not allocate:
 //! - nodes live in one `Vec<Node>` with a free list; a filter's id is its terminal node's index;
 //! - labels live in one string arena ([`Labels`]);
-//! - exact-label children are not stored per node: one `HashTable<u32>` for the whole trie holds
-//!   node indices hashed by `(parent, label)` and compared against the node itself;
-//! - the `+` and `#` children sit in the parent node, so wildcards cost no hash lookup.
+//! - exact-label children are not stored per node: one [`ChildTable`] for the whole trie holds
+//!   node indices under their *path key* and is checked against the node itself (parent and
+//!   label). A node's path key hashes its parent's path key with its label, so the keys of every
+//!   level of a topic are known before the first lookup and all levels' slots can be prefetched
+//!   at once instead of paying one chain of cache misses per level;
+//! - the `+` and `#` children of a node sit in a side slab of pairs (few nodes have any), so
+//!   the node keeps room for a 12-byte inline label and wildcards cost no hash lookup.
 
 use ahash::RandomState;
-use hashbrown::HashTable;
 
 use super::labels::{LabelRef, Labels};
+use super::table::{ChildTable, advise_huge_pages, prefetch};
 
 /// Marks "no node" in `parent`, `plus` and `hash`.
 const NONE: u32 = u32::MAX;
 const ROOT: u32 = 0;
+/// Path key of the root.
+const ROOT_KEY: u64 = 0;
 /// Top bit of `Node::children_terminal`.
 const TERMINAL: u32 = 1 << 31;
 /// At most this many nodes, so that a child count fits in the 31 bits beside the terminal flag.
@@ -41,17 +47,22 @@ struct Node {
     /// Number of children (exact, `+` and `#`) in the low 31 bits; [`TERMINAL`] when a filter
     /// ends here.
     children_terminal: u32,
-    plus: u32,
-    hash: u32,
+    /// Index of this node's [`Wild`] pair, or `NONE` without wildcard children.
+    wild: u32,
 }
+
+/// The `+` and `#` children of a node, `NONE` when absent.
+type Wild = [u32; 2];
+const PLUS: usize = 0;
+const HASH: usize = 1;
+const NO_WILD: Wild = [NONE; 2];
 
 impl Node {
     const FREE: Node = Node {
         parent: NONE,
         label: LabelRef::EMPTY,
         children_terminal: 0,
-        plus: NONE,
-        hash: NONE,
+        wild: NONE,
     };
 
     fn is_terminal(&self) -> bool {
@@ -70,8 +81,8 @@ impl Node {
         self.children_terminal & !TERMINAL
     }
 
-    fn has_exact_children(&self) -> bool {
-        let wildcards = u32::from(self.plus != NONE) + u32::from(self.hash != NONE);
+    fn has_exact_children(&self, wild: Wild) -> bool {
+        let wildcards = u32::from(wild[PLUS] != NONE) + u32::from(wild[HASH] != NONE);
         self.children() > wildcards
     }
 
@@ -86,12 +97,17 @@ impl Node {
 pub struct TopicTrie {
     nodes: Vec<Node>,
     free: Vec<u32>,
-    /// Exact-label children of every node, keyed by `(parent, label)`.
-    children: HashTable<u32>,
+    /// Exact-label children of every node, under their path keys.
+    children: ChildTable,
     labels: Labels,
     hasher: RandomState,
     /// Number of filters (terminal nodes).
     len: usize,
+    /// Path keys of the filter being removed (reused buffer).
+    path_keys: Vec<u64>,
+    /// Wildcard children of the nodes that have any, indexed by [`Node::wild`].
+    wild: Vec<Wild>,
+    wild_free: Vec<u32>,
 }
 
 impl Default for TopicTrie {
@@ -99,10 +115,13 @@ impl Default for TopicTrie {
         Self {
             nodes: vec![Node::FREE],
             free: Vec::new(),
-            children: HashTable::new(),
+            children: ChildTable::default(),
             labels: Labels::default(),
             hasher: RandomState::new(),
             len: 0,
+            path_keys: Vec::new(),
+            wild: Vec::new(),
+            wild_free: Vec::new(),
         }
     }
 }
@@ -119,11 +138,12 @@ impl TopicTrie {
     /// # Panics
     /// On capacity overflow only: more than 2^31 nodes or 4 GiB of labels.
     pub fn insert(&mut self, filter: &str) -> FilterId {
-        let mut node = ROOT;
+        let (mut node, mut key) = (ROOT, ROOT_KEY);
         for level in filter.split('/') {
-            node = match self.child(node, level) {
+            key = self.key(key, level);
+            node = match self.child(node, key, level) {
                 Some(child) => child,
-                None => self.add_child(node, level),
+                None => self.add_child(node, key, level),
             };
         }
         let n = &mut self.nodes[node as usize];
@@ -136,10 +156,29 @@ impl TopicTrie {
 
     /// Removes `filter` and prunes the nodes only it used; returns the id it had.
     pub fn remove(&mut self, filter: &str) -> Option<FilterId> {
-        let id = self.get(filter)?;
+        let mut keys = std::mem::take(&mut self.path_keys);
+        keys.clear();
+        let (mut node, mut key) = (ROOT, ROOT_KEY);
+        for level in filter.split('/') {
+            key = self.key(key, level);
+            keys.push(key);
+            match self.child(node, key, level) {
+                Some(child) => node = child,
+                None => {
+                    self.path_keys = keys;
+                    return None;
+                }
+            }
+        }
+        if !self.nodes[node as usize].is_terminal() {
+            self.path_keys = keys;
+            return None;
+        }
+        let id = FilterId(node);
         self.nodes[id.index()].set_terminal(false);
         self.len -= 1;
-        self.prune(id.0);
+        self.prune(id.0, &keys);
+        self.path_keys = keys;
         if self.labels.wants_compaction() {
             self.compact_labels();
         }
@@ -148,9 +187,10 @@ impl TopicTrie {
 
     /// The id of `filter` if it is in the trie.
     pub fn get(&self, filter: &str) -> Option<FilterId> {
-        let mut node = ROOT;
+        let (mut node, mut key) = (ROOT, ROOT_KEY);
         for level in filter.split('/') {
-            node = self.child(node, level)?;
+            key = self.key(key, level);
+            node = self.child(node, key, level)?;
         }
         self.nodes[node as usize]
             .is_terminal()
@@ -168,7 +208,7 @@ impl TopicTrie {
         let mut node = id.0;
         while node != ROOT {
             let n = &self.nodes[node as usize];
-            levels.push(self.labels.get(n.label));
+            levels.push(self.labels.get(&n.label));
             node = n.parent;
         }
         levels.reverse();
@@ -193,6 +233,9 @@ impl TopicTrie {
     pub fn heap_bytes(&self) -> usize {
         self.nodes.capacity() * size_of::<Node>()
             + self.free.capacity() * size_of::<u32>()
+            + self.path_keys.capacity() * size_of::<u64>()
+            + self.wild.capacity() * size_of::<Wild>()
+            + self.wild_free.capacity() * size_of::<u32>()
             + self.children.allocation_size()
             + self.labels.capacity()
     }
@@ -209,9 +252,14 @@ impl TopicTrie {
         self.nodes.shrink_to_fit();
         self.free.shrink_to_fit();
         self.compact_labels();
-        let (nodes, labels, hasher) = (&self.nodes, &self.labels, &self.hasher);
-        self.children
-            .shrink_to_fit(|&i| hash_node(hasher, nodes, labels, i));
+        self.children.shrink_to_fit();
+        self.path_keys = Vec::new();
+        if self.wild_free.len() == self.wild.len() {
+            self.wild = Vec::new();
+            self.wild_free = Vec::new();
+        }
+        self.wild.shrink_to_fit();
+        self.wild_free.shrink_to_fit();
     }
 
     /// Finds every filter matching the topic name `topic`: clears `out`, then fills
@@ -224,15 +272,34 @@ impl TopicTrie {
         out.stack.clear();
         split_levels(topic, &mut out.level_starts);
         let levels = out.level_starts.len() - 1;
+        // The path keys of the exact path, each slot prefetched: the lookups below then wait for
+        // one round of misses instead of one per level.
+        out.keys.clear();
+        out.keys.push(ROOT_KEY);
+        let mut key = ROOT_KEY;
+        for depth in 0..levels {
+            key = self.key(key, level(topic, &out.level_starts, depth));
+            out.keys.push(key);
+            self.children.prefetch(slot_hash(key));
+        }
+        // Then the nodes those slots most likely name (a slot hash is 32 bits of the key), again
+        // all at once; the walk below checks every node for real.
+        for &key in &out.keys[1..] {
+            if let Some(child) = self.children.find(slot_hash(key), |_| true) {
+                prefetch(&self.nodes[child as usize]);
+            }
+        }
         // [MQTT-4.7.2-1]: no wildcard at the first level matches a topic starting with `$`.
         let dollar = topic.starts_with('$');
-        out.stack.push((ROOT, 0));
-        while let Some((node, depth)) = out.stack.pop() {
+        out.stack.push((ROOT, 0, ROOT_KEY));
+        while let Some((node, depth, key)) = out.stack.pop() {
             let n = &self.nodes[node as usize];
+            let wild = self.wild_of(n);
             let wildcards = !(dollar && depth == 0);
             // `#` matches the remaining levels, none included (`sport/#` matches `sport`).
-            if wildcards && n.hash != NONE && self.nodes[n.hash as usize].is_terminal() {
-                out.ids.push(FilterId(n.hash));
+            let hash = wild[HASH];
+            if wildcards && hash != NONE && self.nodes[hash as usize].is_terminal() {
+                out.ids.push(FilterId(hash));
             }
             if depth == levels {
                 if n.is_terminal() {
@@ -240,57 +307,91 @@ impl TopicTrie {
                 }
                 continue;
             }
-            if wildcards && n.plus != NONE {
-                out.stack.push((n.plus, depth + 1));
+            if wildcards && wild[PLUS] != NONE {
+                let plus_key = self.key(key, "+");
+                if depth + 1 < levels {
+                    // The slot of the `+` node's child is popped after the exact path: fetch it
+                    // meanwhile.
+                    let next = level(topic, &out.level_starts, depth + 1);
+                    self.children.prefetch(slot_hash(self.key(plus_key, next)));
+                }
+                out.stack.push((wild[PLUS], depth + 1, plus_key));
             }
-            if n.has_exact_children() {
+            if n.has_exact_children(wild) {
                 let level = level(topic, &out.level_starts, depth);
-                if let Some(child) = self.exact_child(node, level) {
-                    out.stack.push((child, depth + 1));
+                // Equal keys at a depth mean the same path, so the child key is known already.
+                let child_key = if key == out.keys[depth] {
+                    out.keys[depth + 1]
+                } else {
+                    self.key(key, level)
+                };
+                if let Some(child) = self.exact_child(node, child_key, level) {
+                    out.stack.push((child, depth + 1, child_key));
                 }
             }
         }
     }
 
-    fn child(&self, parent: u32, label: &str) -> Option<u32> {
-        let n = &self.nodes[parent as usize];
+    /// The path key of the child labelled `label` of the node whose path key is `parent_key`.
+    fn key(&self, parent_key: u64, label: &str) -> u64 {
+        self.hasher.hash_one((parent_key, label))
+    }
+
+    /// The child `label` of `parent`; `key` is that child's path key.
+    fn child(&self, parent: u32, key: u64, label: &str) -> Option<u32> {
+        let wild = self.wild_of(&self.nodes[parent as usize]);
         let slot = match label {
-            "+" => n.plus,
-            "#" => n.hash,
-            _ => return self.exact_child(parent, label),
+            "+" => wild[PLUS],
+            "#" => wild[HASH],
+            _ => return self.exact_child(parent, key, label),
         };
         (slot != NONE).then_some(slot)
     }
 
-    fn exact_child(&self, parent: u32, label: &str) -> Option<u32> {
-        let hash = hash_label(&self.hasher, parent, label);
-        let (nodes, labels) = (&self.nodes, &self.labels);
-        self.children
-            .find(hash, |&i| {
-                let n = &nodes[i as usize];
-                n.parent == parent && labels.get(n.label) == label
-            })
-            .copied()
+    fn wild_of(&self, n: &Node) -> Wild {
+        if n.wild == NONE {
+            NO_WILD
+        } else {
+            self.wild[n.wild as usize]
+        }
     }
 
-    fn add_child(&mut self, parent: u32, label: &str) -> u32 {
+    /// The wildcard pair of `node`, added if it has none.
+    fn wild_mut(&mut self, node: u32) -> &mut Wild {
+        let mut index = self.nodes[node as usize].wild;
+        if index == NONE {
+            index = match self.wild_free.pop() {
+                Some(free) => free,
+                None => {
+                    self.wild.push(NO_WILD);
+                    (self.wild.len() - 1) as u32
+                }
+            };
+            self.nodes[node as usize].wild = index;
+        }
+        &mut self.wild[index as usize]
+    }
+
+    fn exact_child(&self, parent: u32, key: u64, label: &str) -> Option<u32> {
+        let (nodes, labels) = (&self.nodes, &self.labels);
+        self.children.find(slot_hash(key), |i| {
+            let n = &nodes[i as usize];
+            n.parent == parent && labels.eq(&n.label, label)
+        })
+    }
+
+    fn add_child(&mut self, parent: u32, key: u64, label: &str) -> u32 {
         let label_ref = self.labels.push(label);
         let node = self.alloc(Node {
             parent,
             label: label_ref,
             ..Node::FREE
         });
-        let p = &mut self.nodes[parent as usize];
-        p.children_terminal += 1;
+        self.nodes[parent as usize].children_terminal += 1;
         match label {
-            "+" => p.plus = node,
-            "#" => p.hash = node,
-            _ => {
-                let hash = hash_label(&self.hasher, parent, label);
-                let (nodes, labels, hasher) = (&self.nodes, &self.labels, &self.hasher);
-                self.children
-                    .insert_unique(hash, node, |&i| hash_node(hasher, nodes, labels, i));
-            }
+            "+" => self.wild_mut(parent)[PLUS] = node,
+            "#" => self.wild_mut(parent)[HASH] = node,
+            _ => self.children.insert(slot_hash(key), node),
         }
         node
     }
@@ -304,15 +405,26 @@ impl TopicTrie {
             self.nodes.len() < NODES_MAX,
             "topic trie exceeds 2^31 nodes"
         );
+        if self.nodes.len() == self.nodes.capacity() {
+            // Grow by hand (as `Vec` would, doubling) so the new buffer is advised before it is
+            // written; see `advise_huge_pages`.
+            let mut grown = Vec::with_capacity((self.nodes.capacity() * 2).max(16));
+            advise_huge_pages(grown.as_ptr(), grown.capacity());
+            grown.extend_from_slice(&self.nodes);
+            self.nodes = grown;
+        }
         self.nodes.push(node);
         (self.nodes.len() - 1) as u32
     }
 
     /// Walks up from `node`, freeing every node that is neither a filter nor has children.
-    fn prune(&mut self, mut node: u32) {
+    /// `keys` are the path keys of `node`'s ancestors below the root and of `node` itself.
+    fn prune(&mut self, mut node: u32, keys: &[u64]) {
+        let mut keys = keys.iter().rev();
         while node != ROOT && self.nodes[node as usize].is_unused() {
             let parent = self.nodes[node as usize].parent;
-            self.detach(parent, node);
+            let key = *keys.next().expect("one path key per level");
+            self.detach(parent, node, key);
             self.labels.release(self.nodes[node as usize].label);
             self.nodes[node as usize] = Node::FREE;
             self.free.push(node);
@@ -320,19 +432,22 @@ impl TopicTrie {
         }
     }
 
-    fn detach(&mut self, parent: u32, node: u32) {
+    fn detach(&mut self, parent: u32, node: u32, key: u64) {
         let p = &mut self.nodes[parent as usize];
         p.children_terminal -= 1;
-        if p.plus == node {
-            p.plus = NONE;
-        } else if p.hash == node {
-            p.hash = NONE;
-        } else {
-            let hash = hash_node(&self.hasher, &self.nodes, &self.labels, node);
-            if let Ok(entry) = self.children.find_entry(hash, |&i| i == node) {
-                entry.remove();
+        let index = p.wild;
+        if index != NONE {
+            let wild = &mut self.wild[index as usize];
+            if let Some(slot) = wild.iter_mut().find(|slot| **slot == node) {
+                *slot = NONE;
+                if *wild == NO_WILD {
+                    self.wild_free.push(index);
+                    self.nodes[parent as usize].wild = NONE;
+                }
+                return;
             }
         }
+        self.children.remove(slot_hash(key), node);
     }
 
     fn compact_labels(&mut self) {
@@ -341,13 +456,9 @@ impl TopicTrie {
     }
 }
 
-fn hash_label(hasher: &RandomState, parent: u32, label: &str) -> u64 {
-    hasher.hash_one((parent, label))
-}
-
-fn hash_node(hasher: &RandomState, nodes: &[Node], labels: &Labels, node: u32) -> u64 {
-    let n = &nodes[node as usize];
-    hash_label(hasher, n.parent, labels.get(n.label))
+/// The 32 bits of a path key that the child table stores and probes with.
+fn slot_hash(key: u64) -> u32 {
+    (key ^ (key >> 32)) as u32
 }
 
 /// Fills `starts` with the byte offset of each level plus one past the end, so that level `i`
@@ -369,9 +480,11 @@ fn level<'t>(topic: &'t str, starts: &[usize], depth: usize) -> &'t str {
 #[derive(Debug, Default)]
 pub struct Matches {
     ids: Vec<FilterId>,
-    /// `(node, levels consumed)` still to visit.
-    stack: Vec<(u32, usize)>,
+    /// `(node, levels consumed, path key)` still to visit.
+    stack: Vec<(u32, usize, u64)>,
     level_starts: Vec<usize>,
+    /// Path keys of the topic's own levels: `keys[d]` is the key after `d` levels.
+    keys: Vec<u64>,
 }
 
 impl Matches {
