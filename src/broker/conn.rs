@@ -9,7 +9,8 @@ use bytes::BytesMut;
 
 use super::{Broker, ClientKey, ConnId, ShardId};
 use crate::protocol::{
-    Connect, DecodeError, Decoder, Disconnect, Packet, ProtocolVersion, ReasonCode, Response,
+    Connect, DecodeError, Decoder, Disconnect, MqttStr, Packet, ProtocolVersion, ReasonCode,
+    Response,
 };
 
 /// Why a connection ends; kept for the will decision and `$SYS` disconnect events.
@@ -228,11 +229,28 @@ impl Broker {
                 conn.tx.extend_from_slice(&tx);
             }
             Response::Disconnect(code) => {
-                self.send(id, &Packet::Disconnect(Disconnect::new(code)));
+                let packet = self.disconnect_explained(id, code, &e);
+                self.send(id, &packet);
             }
             Response::Close => {}
         }
         self.mark_close(id, CloseReason::ProtocolError);
+    }
+
+    /// A v5 DISCONNECT whose Reason String names the violation and the statement it breaks,
+    /// unless that would exceed the client's Maximum Packet Size ([MQTT-3.14.2-3]).
+    fn disconnect_explained(&self, id: ConnId, code: ReasonCode, e: &DecodeError) -> Packet {
+        let mut d = Disconnect::new(code);
+        d.properties.reason_string = Some(MqttStr::from(format!("{e}: {}", e.statement())));
+        let packet = Packet::Disconnect(d);
+        let max = self.conns[id as usize]
+            .client
+            .and_then(|k| self.clients.get(k as usize))
+            .map_or(u32::MAX, |c| c.session.client_limits().maximum_packet_size);
+        match packet.encoded_len(ProtocolVersion::V5) {
+            Ok(len) if len <= max as usize => packet,
+            _ => Packet::Disconnect(Disconnect::new(code)),
+        }
     }
 
     pub(super) fn keepalive_expired(&mut self, id: ConnId) {

@@ -223,3 +223,44 @@ fn a_delayed_publish_is_acked_now_and_routed_from_this_shard_when_due() {
     assert_eq!(b.delayed_count(), 0);
     assert_eq!(b.counters.delayed_published, 1);
 }
+
+/// A v5 DISCONNECT for a violation names it in a Reason String, unless the string would make
+/// the packet larger than the client's Maximum Packet Size.
+#[test]
+fn violations_are_explained_within_the_clients_maximum_packet_size() {
+    for (max, explained) in [(None, true), (Some(16u32), false)] {
+        let mut b = shard0();
+        let id = b.open(SocketAddr::from(([127, 0, 0, 1], 5000)), 0);
+        let mut c = Connect {
+            protocol: V,
+            clean_start: true,
+            keep_alive: 0,
+            properties: Default::default(),
+            client_id: MqttStr::from(id_on(0, "e").as_str()),
+            will: None,
+            username: None,
+            password: None,
+        };
+        c.properties.maximum_packet_size = max.and_then(std::num::NonZeroU32::new);
+        let mut rx = bytes_of(Packet::Connect(Box::new(c)));
+        b.input(id, &mut rx, 0);
+        assert!(matches!(
+            output(&mut b, id).as_slice(),
+            [Packet::ConnAck(_)]
+        ));
+        // PUBLISH with QoS 3 ([MQTT-3.3.1-4]): malformed.
+        let mut rx = BytesMut::from(&[0x36u8, 0x05, 0x00, 0x01, b't', 0x00, 0x01][..]);
+        assert!(matches!(b.input(id, &mut rx, 1), super::Input::Close));
+        match output(&mut b, id).as_slice() {
+            [Packet::Disconnect(d)] => {
+                assert_eq!(d.reason, ReasonCode::MalformedPacket);
+                let why = d.properties.reason_string.as_ref().map(|s| s.to_string());
+                assert_eq!(why.is_some(), explained, "{why:?}");
+                if let Some(why) = why {
+                    assert!(why.contains("[MQTT-3.3.1-4]"), "{why}");
+                }
+            }
+            other => panic!("expected DISCONNECT, got {other:?}"),
+        }
+    }
+}
