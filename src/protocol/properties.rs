@@ -107,10 +107,18 @@ pub(crate) trait PropertySet: Default {
 #[inline]
 pub(crate) fn decode<P: PropertySet>(r: &mut Reader) -> Result<P, DecodeError> {
     let len = r.varint()? as usize;
-    let mut pr = Reader::new(r.take(len)?);
+    // Read in place (no sub-buffer and its refcount traffic): the block ends when `end` bytes
+    // of the packet are left, and a property running past that end is truncated.
+    let end = r
+        .remaining()
+        .checked_sub(len)
+        .ok_or(DecodeError::Truncated)?;
     let mut set = P::default();
-    while !pr.is_empty() {
-        let (pid, v) = read_property(&mut pr)?;
+    while r.remaining() > end {
+        let (pid, v) = read_property(r)?;
+        if r.remaining() < end {
+            return Err(DecodeError::Truncated);
+        }
         set.apply(pid, v)?;
     }
     set.validate()?;
