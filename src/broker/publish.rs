@@ -1,6 +1,7 @@
 //! Inbound PUBLISH and its acknowledgements on the publisher's home shard, and the routing of a
-//! message: retain (to the topic's retain shard) → route table (one mesh message per other
-//! interested shard) → local trie → each subscriber's session.
+//! message: rewrite → delayed? (kept here until due) → retain (to the topic's retain shard) →
+//! route table (one mesh message per other interested shard) → local trie → each subscriber's
+//! session.
 
 use std::sync::Arc;
 
