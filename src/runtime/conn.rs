@@ -27,7 +27,10 @@ enum Event {
 }
 
 pub async fn drive(ctx: Rc<Shard>, mut stream: TcpStream, id: ConnId, mut rx: BytesMut) {
-    let peer = stream.peer_addr().ok();
+    // Only needed to hand the socket over; a peer that is already gone fails there anyway.
+    let peer = stream
+        .peer_addr()
+        .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
     let mut byte = [0u8; 1];
     let mut eof = false;
     // Bytes that arrived with a handed-over connection are handled first.
@@ -35,9 +38,7 @@ pub async fn drive(ctx: Rc<Shard>, mut stream: TcpStream, id: ConnId, mut rx: By
         && let Some(handoff) = process(&ctx, id, &mut rx)
     {
         let (home, connect) = handoff;
-        if let Some(peer) = peer {
-            hand_off(&ctx, id, stream, peer, home, connect, rx);
-        }
+        hand_off(&ctx, id, stream, peer, home, connect, rx);
         return;
     }
     loop {
@@ -70,9 +71,7 @@ pub async fn drive(ctx: Rc<Shard>, mut stream: TcpStream, id: ConnId, mut rx: By
             Event::Readable(Ok(_)) => {
                 eof = ctx.read_available(stream.as_raw_fd(), byte[0], &mut rx);
                 if let Some((home, connect)) = process(&ctx, id, &mut rx) {
-                    if let Some(peer) = peer {
-                        hand_off(&ctx, id, stream, peer, home, connect, rx);
-                    }
+                    hand_off(&ctx, id, stream, peer, home, connect, rx);
                     return;
                 }
                 if rx.is_empty() {
