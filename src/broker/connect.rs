@@ -167,6 +167,7 @@ impl Broker {
             expiry_secs: 0,
             will: None,
             subs: Vec::new(),
+            exclusive: Vec::new(),
         }) as ClientKey;
         self.by_id.insert(id, key);
         key
@@ -350,6 +351,7 @@ impl Broker {
         if let Some(will) = self.clients[key as usize].will.take() {
             self.publish_will(key, will);
         }
+        self.end_exclusive(key);
         let subs = std::mem::take(&mut self.clients[key as usize].subs);
         for sub in subs {
             self.remove_local_sub(key, &sub.filter);
