@@ -344,7 +344,8 @@ impl Broker {
         }
     }
 
-    /// Ends a session: a pending will goes out now, subscriptions and routes are removed.
+    /// Ends a session: a pending will goes out now, subscriptions and routes are removed, exclusive
+    /// locks released.
     pub(super) fn end_session(&mut self, key: ClientKey) {
         self.will_delay.disarm(key);
         self.expiry.disarm(key);

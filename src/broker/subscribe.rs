@@ -262,7 +262,9 @@ impl Broker {
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
         let sub_id = s.properties.subscription_identifier;
+        // Numbered now: a lock reply for a SUBSCRIBE cut short by a violation finds no SUBACK.
         let seq = self.route_sync.next_seq;
+        self.route_sync.next_seq += 1;
         let mut locks = 0;
         for (filter, options) in s.filters {
             // Rewrite first (FEATURES.md §8); the result is validated as any filter.
@@ -317,7 +319,6 @@ impl Broker {
         // Held (behind any earlier held SUBACK) until the other shards confirm the routes and
         // the lock shards answer.
         let epoch = sync.epoch;
-        sync.next_seq += 1;
         sync.pending.push_back(PendingSubAck {
             seq,
             locks,
