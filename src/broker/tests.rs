@@ -496,3 +496,36 @@ fn exclusive_subscriptions_disabled_are_topic_filter_invalid() {
         vec![(1, vec![ReasonCode::TopicFilterInvalid])]
     );
 }
+
+#[test]
+fn a_lock_granted_after_the_session_ended_is_given_back() {
+    let mut b = exclusive_shard0();
+    let client = id_on(0, "x");
+    let id = connected(&mut b, &client);
+    let f = locked_on(1, "ex");
+    let mut rx = subscribe_packet(1, &[&format!("$exclusive/{f}")]);
+    b.input(id, &mut rx, 1);
+    let locks = ack_route_syncs(&mut b);
+    // Session Expiry 0: the session ends before the lock shard answers.
+    b.closed(id, 2);
+    assert!(
+        mesh(&mut b).is_empty(),
+        "nothing held yet, nothing to unlock"
+    );
+    b.mesh_in(
+        1,
+        MeshMsg::ExclusiveLockReply {
+            token: locks[0].token,
+            granted: true,
+        },
+        3,
+    );
+    match mesh(&mut b).as_slice() {
+        [MeshMsg::ExclusiveUnlock { filter, holder }] => {
+            assert_eq!(filter.as_str(), f);
+            assert_eq!(holder.client_id.as_str(), client);
+        }
+        other => panic!("expected one ExclusiveUnlock, got {other:?}"),
+    }
+    assert_eq!(b.session_count(), 0);
+}
