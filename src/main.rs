@@ -80,12 +80,6 @@ fn not_yet_supported(c: &Config) -> Result<(), String> {
             d.as_secs()
         ));
     }
-    if c.mqtt.exclusive_subscription {
-        return Err(
-            "mqtt.exclusive_subscription = true: exclusive subscriptions are not supported yet"
-                .into(),
-        );
-    }
     Ok(())
 }
 

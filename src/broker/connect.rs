@@ -167,6 +167,7 @@ impl Broker {
             expiry_secs: 0,
             will: None,
             subs: Vec::new(),
+            exclusive: Vec::new(),
         }) as ClientKey;
         self.by_id.insert(id, key);
         key
@@ -343,13 +344,15 @@ impl Broker {
         }
     }
 
-    /// Ends a session: a pending will goes out now, subscriptions and routes are removed.
+    /// Ends a session: a pending will goes out now, subscriptions and routes are removed, exclusive
+    /// locks released.
     pub(super) fn end_session(&mut self, key: ClientKey) {
         self.will_delay.disarm(key);
         self.expiry.disarm(key);
         if let Some(will) = self.clients[key as usize].will.take() {
             self.publish_will(key, will);
         }
+        self.end_exclusive(key);
         let subs = std::mem::take(&mut self.clients[key as usize].subs);
         for sub in subs {
             self.remove_local_sub(key, &sub.filter);

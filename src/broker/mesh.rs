@@ -38,6 +38,16 @@ pub enum MeshMsg {
     RetainedQuery(Box<RetainedQuery>),
     /// The answer to a [`RetainedQuery`], sent back to the subscriber's shard.
     RetainedReply(Box<RetainedReply>),
+    /// Asks the lock shard of an exclusive filter for its lock (FEATURES.md §5); answered by
+    /// [`MeshMsg::ExclusiveLockReply`] with the same token.
+    ExclusiveLock(Box<super::exclusive::ExclusiveLock>),
+    /// Whether the lock asked for with `token` was granted.
+    ExclusiveLockReply { token: u64, granted: bool },
+    /// Releases the lock of `filter` if `holder` has it.
+    ExclusiveUnlock {
+        filter: MqttStr,
+        holder: super::exclusive::Holder,
+    },
 }
 
 /// A connection on its way to its home shard. Dropping it closes the socket.

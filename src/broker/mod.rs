@@ -8,7 +8,7 @@
 //! Files: `settings` (what the broker reads from the config), `conn` (per-socket state and
 //! packet dispatch), `connect` (CONNECT, takeover, DISCONNECT, wills, session expiry), `publish`
 //! (inbound PUBLISH, routing, delivery), `subscribe` (SUBSCRIBE / UNSUBSCRIBE, route updates),
-//! `retain` (the retained store), `delayed` (`$delayed/...` publishes held until due), `mesh`
+//! `retain` (the retained store), `exclusive` (`$exclusive/...` locks), `delayed` (`$delayed/...` publishes held until due), `mesh`
 //! (what crosses shards), `wheel` (timers), `rewrite` (topic rewrite rules) and
 //! `auto_subscribe` (subscriptions made at connect).
 //!
@@ -24,6 +24,7 @@ mod auto_subscribe;
 mod conn;
 mod connect;
 mod delayed;
+mod exclusive;
 pub mod mesh;
 mod publish;
 mod retain;
@@ -93,6 +94,8 @@ struct Client {
     expiry_secs: u32,
     will: Option<connect::Will>,
     subs: Vec<subscribe::Sub>,
+    /// Filters whose exclusive lock this session holds (FEATURES.md §5).
+    exclusive: Vec<MqttStr>,
 }
 
 pub struct Broker {
@@ -115,6 +118,7 @@ pub struct Broker {
     will_delay: Wheel,
     mesh_out: Vec<Vec<MeshMsg>>,
     route_sync: subscribe::RouteSync,
+    exclusive: exclusive::Exclusive,
     /// Acknowledgements held until a retained message is stored on its shard: token → connection.
     held_acks: AHashMap<u64, ConnId>,
     next_token: u64,
@@ -150,6 +154,7 @@ impl Broker {
             will_delay: Wheel::default(),
             mesh_out: (0..nr_shards).map(|_| Vec::new()).collect(),
             route_sync: subscribe::RouteSync::new(nr_shards),
+            exclusive: exclusive::Exclusive::default(),
             held_acks: AHashMap::new(),
             next_token: 0,
             route_shards: Vec::new(),
@@ -243,6 +248,11 @@ impl Broker {
             MeshMsg::RetainStored(token) => self.release_held_ack(token),
             MeshMsg::RetainedQuery(q) => self.answer_retained_query(*q),
             MeshMsg::RetainedReply(r) => self.deliver_retained(r.target, r.messages),
+            MeshMsg::ExclusiveLock(l) => self.exclusive_lock_in(from, *l),
+            MeshMsg::ExclusiveLockReply { token, granted } => {
+                self.exclusive_reply_in(token, granted)
+            }
+            MeshMsg::ExclusiveUnlock { filter, holder } => self.exclusive_unlock_in(filter, holder),
         }
         None
     }

@@ -6,6 +6,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use super::conn::Flow;
+use super::exclusive::{ExclusiveOutcome, LockWait};
 use super::mesh::{MeshMsg, RetainedQuery, RetainedTarget, ShardId, retain_shard};
 use super::{Broker, ClientKey, ConnId};
 use crate::limits::SHARDS_MAX;
@@ -135,7 +136,9 @@ impl Routes {
 
 /// SUBACKs held until every other shard has applied this shard's RouteAdds: a client on another
 /// shard that publishes after seeing our SUBACK must find the new route (FEATURES.md §1, and the
-/// usual "subscribe, then publish from another client" of conformance suites).
+/// usual "subscribe, then publish from another client" of conformance suites); and until the
+/// lock shards have answered the exclusive subscriptions among its filters (FEATURES.md §5).
+/// Held SUBACKs are released in order.
 #[derive(Debug)]
 pub(super) struct RouteSync {
     /// RouteAdd broadcasts so far.
@@ -145,10 +148,15 @@ pub(super) struct RouteSync {
     /// Highest epoch a RouteSync was sent for.
     requested: u64,
     pending: std::collections::VecDeque<PendingSubAck>,
+    /// Numbers the held SUBACKs, for the lock replies to find theirs.
+    next_seq: u64,
 }
 
 #[derive(Debug)]
 struct PendingSubAck {
+    seq: u64,
+    /// Lock replies still awaited (exclusive subscriptions).
+    locks: usize,
     epoch: u64,
     conn: ConnId,
     client: ClientKey,
@@ -164,6 +172,7 @@ impl RouteSync {
             acked: vec![0; nr_shards],
             requested: 0,
             pending: Default::default(),
+            next_seq: 0,
         }
     }
 
@@ -177,16 +186,48 @@ impl Broker {
     pub(super) fn route_sync_acked(&mut self, from: ShardId, epoch: u64) {
         let acked = &mut self.route_sync.acked[from];
         *acked = (*acked).max(epoch);
+        self.release_held_subacks();
+    }
+
+    /// Sends the held SUBACKs that are complete, in order; asks for a RouteSync the first one
+    /// still waits for.
+    fn release_held_subacks(&mut self) {
         let synced = self.route_sync.synced(self.shard);
-        while self
-            .route_sync
-            .pending
-            .front()
-            .is_some_and(|p| p.epoch <= synced)
-        {
+        while let Some(p) = self.route_sync.pending.front() {
+            if p.locks > 0 {
+                return;
+            }
+            if p.epoch > synced {
+                let epoch = p.epoch;
+                if self.route_sync.requested < epoch {
+                    self.route_sync.requested = epoch;
+                    self.broadcast(|| MeshMsg::RouteSync(epoch));
+                }
+                return;
+            }
             let p = self.route_sync.pending.pop_front().expect("front exists");
             self.complete_subscribe(p.conn, p.client, p.generation, p.ack, p.retained);
         }
+    }
+
+    /// A lock shard answered for the filter at `index` of held SUBACK `seq`.
+    pub(super) fn lock_answered(
+        &mut self,
+        seq: u64,
+        index: usize,
+        reason: ReasonCode,
+        send: Option<(MqttStr, SubOpts)>,
+    ) {
+        let epoch = self.route_sync.epoch;
+        let Some(p) = self.route_sync.pending.iter_mut().find(|p| p.seq == seq) else {
+            return;
+        };
+        p.ack.reasons[index] = reason;
+        p.retained.extend(send);
+        p.locks -= 1;
+        // The subscription just made may have added a route.
+        p.epoch = p.epoch.max(epoch);
+        self.release_held_subacks();
     }
 
     /// Sends the SUBACK, then asks for the retained messages (which follow it).
@@ -221,12 +262,41 @@ impl Broker {
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
         let sub_id = s.properties.subscription_identifier;
+        // Numbered now: a lock reply for a SUBSCRIBE cut short by a violation finds no SUBACK.
+        let seq = self.route_sync.next_seq;
+        self.route_sync.next_seq += 1;
+        let mut locks = 0;
         for (filter, options) in s.filters {
             // Rewrite first (FEATURES.md §8); the result is validated as any filter.
             let filter = match self.rewrite_filter(key, &filter) {
                 Some(f) => MqttStr::from(f),
                 None => filter,
             };
+            if let Some(inner) = self.exclusive_filter(&filter) {
+                match self.subscribe_exclusive(key, inner.clone(), options, sub_id) {
+                    ExclusiveOutcome::Done(reason, send) => {
+                        reasons.push(reason);
+                        retained.extend(send);
+                    }
+                    ExclusiveOutcome::Pending(token) => {
+                        let wait = LockWait {
+                            seq,
+                            index: reasons.len(),
+                            client: key,
+                            generation: self.clients[key as usize].generation,
+                            holder: self.holder(key),
+                            filter: inner,
+                            options,
+                            subscription_id: sub_id,
+                        };
+                        self.add_lock_wait(token, wait);
+                        // Filled in by the reply.
+                        reasons.push(ReasonCode::UnspecifiedError);
+                        locks += 1;
+                    }
+                }
+                continue;
+            }
             match self.subscribe_one(key, filter, options, sub_id) {
                 Err(code) => return self.violation(id, code),
                 Ok((reason, send)) => {
@@ -242,13 +312,16 @@ impl Broker {
         };
         let generation = self.clients[key as usize].generation;
         let sync = &mut self.route_sync;
-        if sync.synced(self.shard) >= sync.epoch {
+        if locks == 0 && sync.pending.is_empty() && sync.synced(self.shard) >= sync.epoch {
             self.complete_subscribe(id, key, generation, ack, retained);
             return Flow::Continue;
         }
-        // Held (behind any earlier held SUBACK) until the other shards confirm the routes.
+        // Held (behind any earlier held SUBACK) until the other shards confirm the routes and
+        // the lock shards answer.
         let epoch = sync.epoch;
         sync.pending.push_back(PendingSubAck {
+            seq,
+            locks,
             epoch,
             conn: id,
             client: key,
@@ -256,10 +329,7 @@ impl Broker {
             ack,
             retained,
         });
-        if sync.requested < epoch {
-            sync.requested = epoch;
-            self.broadcast(|| MeshMsg::RouteSync(epoch));
-        }
+        self.release_held_subacks();
         Flow::Continue
     }
 
@@ -282,7 +352,8 @@ impl Broker {
         }
         let reason = match topic {
             Err(_) => ReasonCode::TopicFilterInvalid,
-            // Shared and exclusive subscriptions arrive with the EMQX extensions (issue 4).
+            // Shared subscriptions arrive with the EMQX extensions (issue 4). Exclusive ones are
+            // handled before (FEATURES.md §5) when enabled, and not by auto subscriptions.
             Ok(SubscriptionTopic::Shared { .. }) => ReasonCode::SharedSubscriptionsNotSupported,
             Ok(SubscriptionTopic::Exclusive(_)) => ReasonCode::TopicFilterInvalid,
             Ok(SubscriptionTopic::Plain(f))
@@ -311,6 +382,17 @@ impl Broker {
             }
         };
         Ok((reason, None))
+    }
+
+    /// The filter inside `$exclusive/<filter>` when exclusive subscriptions are enabled.
+    fn exclusive_filter(&self, filter: &str) -> Option<MqttStr> {
+        if !self.settings.exclusive_subscription {
+            return None;
+        }
+        match parse_subscription(filter, self.settings.max_topic_levels) {
+            Ok(SubscriptionTopic::Exclusive(f)) => Some(MqttStr::from(f)),
+            _ => None,
+        }
     }
 
     /// The filter a SUBSCRIBE or UNSUBSCRIBE of `key` is rewritten to, `None` when unchanged.
@@ -353,7 +435,12 @@ impl Broker {
     }
 
     /// Adds or replaces a subscription; `Some(existed)`, or `None` over `max_subscriptions`.
-    fn add_sub(&mut self, key: ClientKey, filter: &MqttStr, opts: SubOpts) -> Option<bool> {
+    pub(super) fn add_sub(
+        &mut self,
+        key: ClientKey,
+        filter: &MqttStr,
+        opts: SubOpts,
+    ) -> Option<bool> {
         let client = &mut self.clients[key as usize];
         let existed = match client.subs.iter_mut().find(|s| s.filter == *filter) {
             Some(sub) => {
@@ -393,6 +480,15 @@ impl Broker {
         for filter in &u.filters {
             let rewritten = self.rewrite_filter(key, filter).map(MqttStr::from);
             let filter = rewritten.as_ref().unwrap_or(filter);
+            if let Some(inner) = self.exclusive_filter(filter) {
+                let reason = if self.unsubscribe_exclusive(key, &inner) {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::NoSubscriptionExisted
+                };
+                reasons.push(reason);
+                continue;
+            }
             let client = &mut self.clients[key as usize];
             let before = client.subs.len();
             client.subs.retain(|s| s.filter != *filter);
@@ -490,7 +586,7 @@ impl Broker {
     }
 }
 
-fn granted(qos: QoS) -> ReasonCode {
+pub(super) fn granted(qos: QoS) -> ReasonCode {
     match qos {
         QoS::AtMostOnce => ReasonCode::Success,
         QoS::AtLeastOnce => ReasonCode::GrantedQos1,

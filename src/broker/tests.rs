@@ -264,3 +264,268 @@ fn violations_are_explained_within_the_clients_maximum_packet_size() {
         }
     }
 }
+
+fn exclusive_shard0() -> Broker {
+    let settings = Settings {
+        exclusive_subscription: true,
+        ..Settings::default()
+    };
+    Broker::new(0, 2, Rc::new(settings))
+}
+
+/// A filter whose exclusive lock lives on `shard`.
+fn locked_on(shard: usize, prefix: &str) -> String {
+    (0..)
+        .map(|i| format!("{prefix}/{i}"))
+        .find(|f| super::exclusive::lock_shard(f, 2) == shard)
+        .unwrap()
+}
+
+fn subscribe_packet(pid: u16, filters: &[&str]) -> BytesMut {
+    bytes_of(Packet::Subscribe(Subscribe {
+        packet_id: NonZeroU16::new(pid).unwrap(),
+        properties: Default::default(),
+        filters: filters
+            .iter()
+            .map(|f| (MqttStr::from(*f), Default::default()))
+            .collect(),
+    }))
+}
+
+fn subacks(b: &mut Broker, id: ConnId) -> Vec<(u16, Vec<ReasonCode>)> {
+    output(b, id)
+        .into_iter()
+        .map(|p| match p {
+            Packet::SubAck(a) => (a.packet_id.get(), a.reasons),
+            other => panic!("expected SUBACK, got {other:?}"),
+        })
+        .collect()
+}
+
+/// Answers every RouteSync sent to shard 1 as it would; returns the lock requests.
+fn ack_route_syncs(b: &mut Broker) -> Vec<super::exclusive::ExclusiveLock> {
+    let sent = mesh(b);
+    ack_sent(b, sent)
+}
+
+fn ack_sent(b: &mut Broker, sent: Vec<MeshMsg>) -> Vec<super::exclusive::ExclusiveLock> {
+    let mut locks = Vec::new();
+    for m in sent {
+        match m {
+            MeshMsg::RouteSync(e) => {
+                b.mesh_in(1, MeshMsg::RouteSyncAck(e), 1);
+            }
+            MeshMsg::ExclusiveLock(l) => locks.push(*l),
+            _ => {}
+        }
+    }
+    locks
+}
+
+#[test]
+fn an_exclusive_suback_waits_for_the_lock_shard_and_keeps_its_place() {
+    let mut b = exclusive_shard0();
+    let client = id_on(0, "x");
+    let id = connected(&mut b, &client);
+    let f = locked_on(1, "ex");
+    let ex = format!("$exclusive/{f}");
+    // Several filters, one needing the remote lock; then a plain SUBSCRIBE right behind.
+    let mut rx = subscribe_packet(1, &["plain/a", &ex]);
+    rx.extend_from_slice(&subscribe_packet(2, &["plain/b"]));
+    b.input(id, &mut rx, 1);
+    let locks = ack_route_syncs(&mut b);
+    assert!(
+        output(&mut b, id).is_empty(),
+        "both SUBACKs held for the lock"
+    );
+    let lock = match locks.as_slice() {
+        [l] => l,
+        other => panic!("expected one lock request, got {other:?}"),
+    };
+    assert_eq!(lock.filter.as_str(), f);
+    assert_eq!(lock.holder.client_id.as_str(), client);
+    assert_eq!(lock.holder.shard, 0);
+    b.mesh_in(
+        1,
+        MeshMsg::ExclusiveLockReply {
+            token: lock.token,
+            granted: true,
+        },
+        2,
+    );
+    // The granted subscription is an ordinary one: its route goes out, and the SUBACK waits for
+    // the other shard to have it.
+    let sent = mesh(&mut b);
+    assert!(
+        sent.iter()
+            .any(|m| matches!(m, MeshMsg::RouteAdd(r) if r.as_str() == f)),
+        "{sent:?}"
+    );
+    assert!(output(&mut b, id).is_empty());
+    ack_sent(&mut b, sent);
+    assert_eq!(
+        subacks(&mut b, id),
+        vec![
+            (1, vec![ReasonCode::Success, ReasonCode::Success]),
+            (2, vec![ReasonCode::Success])
+        ]
+    );
+}
+
+#[test]
+fn a_denied_exclusive_lock_is_quota_exceeded() {
+    let mut b = exclusive_shard0();
+    let id = connected(&mut b, &id_on(0, "x"));
+    let f = locked_on(1, "ex");
+    let mut rx = subscribe_packet(1, &[&format!("$exclusive/{f}")]);
+    b.input(id, &mut rx, 1);
+    let locks = ack_route_syncs(&mut b);
+    assert!(output(&mut b, id).is_empty());
+    b.mesh_in(
+        1,
+        MeshMsg::ExclusiveLockReply {
+            token: locks[0].token,
+            granted: false,
+        },
+        2,
+    );
+    assert_eq!(
+        subacks(&mut b, id),
+        vec![(1, vec![ReasonCode::QuotaExceeded])]
+    );
+    assert!(
+        mesh(&mut b).is_empty(),
+        "no route for a refused subscription"
+    );
+}
+
+#[test]
+fn a_local_lock_is_answered_at_once_and_released_by_unsubscribe() {
+    let mut b = exclusive_shard0();
+    let a = connected(&mut b, &id_on(0, "a"));
+    let c = connected(&mut b, &id_on(0, "c"));
+    let ex = format!("$exclusive/{}", locked_on(0, "ex"));
+    let mut rx = subscribe_packet(1, &[&ex]);
+    b.input(a, &mut rx, 1);
+    ack_route_syncs(&mut b);
+    assert_eq!(subacks(&mut b, a), vec![(1, vec![ReasonCode::Success])]);
+    let mut rx = subscribe_packet(1, &[&ex]);
+    b.input(c, &mut rx, 1);
+    assert_eq!(
+        subacks(&mut b, c),
+        vec![(1, vec![ReasonCode::QuotaExceeded])]
+    );
+    // The holder subscribes again.
+    let mut rx = subscribe_packet(2, &[&ex]);
+    b.input(a, &mut rx, 1);
+    assert_eq!(subacks(&mut b, a), vec![(2, vec![ReasonCode::Success])]);
+    let mut rx = bytes_of(Packet::Unsubscribe(Unsubscribe {
+        packet_id: NonZeroU16::new(3).unwrap(),
+        properties: Default::default(),
+        filters: vec![MqttStr::from(ex.as_str())],
+    }));
+    b.input(a, &mut rx, 1);
+    assert!(matches!(
+        output(&mut b, a).as_slice(),
+        [Packet::UnsubAck(u)] if u.reasons == vec![ReasonCode::Success]
+    ));
+    assert_eq!(b.exclusive.len(), 0);
+    let mut rx = subscribe_packet(2, &[&ex]);
+    b.input(c, &mut rx, 1);
+    ack_route_syncs(&mut b);
+    assert_eq!(subacks(&mut b, c), vec![(2, vec![ReasonCode::Success])]);
+}
+
+#[test]
+fn unsubscribe_and_session_end_send_exclusive_unlock() {
+    let mut b = exclusive_shard0();
+    let client = id_on(0, "x");
+    let id = connected(&mut b, &client);
+    let (f, g) = (locked_on(1, "ex"), locked_on(1, "ey"));
+    let grant = |b: &mut Broker, pid: u16, f: &str| {
+        let mut rx = subscribe_packet(pid, &[&format!("$exclusive/{f}")]);
+        b.input(id, &mut rx, 1);
+        let locks = ack_route_syncs(b);
+        let token = locks[0].token;
+        b.mesh_in(
+            1,
+            MeshMsg::ExclusiveLockReply {
+                token,
+                granted: true,
+            },
+            1,
+        );
+        ack_route_syncs(b);
+        assert_eq!(subacks(b, id), vec![(pid, vec![ReasonCode::Success])]);
+    };
+    grant(&mut b, 1, &f);
+    grant(&mut b, 2, &g);
+    let mut rx = bytes_of(Packet::Unsubscribe(Unsubscribe {
+        packet_id: NonZeroU16::new(3).unwrap(),
+        properties: Default::default(),
+        filters: vec![MqttStr::from(format!("$exclusive/{f}").as_str())],
+    }));
+    b.input(id, &mut rx, 2);
+    let unlocked = |sent: Vec<MeshMsg>| -> Vec<String> {
+        sent.into_iter()
+            .filter_map(|m| match m {
+                MeshMsg::ExclusiveUnlock { filter, holder } => {
+                    assert_eq!(holder.client_id.as_str(), client);
+                    Some(filter.to_string())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(unlocked(mesh(&mut b)), vec![f.clone()]);
+    // Session Expiry 0: the session ends with the connection.
+    let mut rx = bytes_of(Packet::Disconnect(Default::default()));
+    b.input(id, &mut rx, 3);
+    b.closed(id, 3);
+    assert_eq!(unlocked(mesh(&mut b)), vec![g.clone()]);
+}
+
+#[test]
+fn exclusive_subscriptions_disabled_are_topic_filter_invalid() {
+    let mut b = shard0();
+    let id = connected(&mut b, &id_on(0, "x"));
+    let mut rx = subscribe_packet(1, &["$exclusive/a"]);
+    b.input(id, &mut rx, 1);
+    assert_eq!(
+        subacks(&mut b, id),
+        vec![(1, vec![ReasonCode::TopicFilterInvalid])]
+    );
+}
+
+#[test]
+fn a_lock_granted_after_the_session_ended_is_given_back() {
+    let mut b = exclusive_shard0();
+    let client = id_on(0, "x");
+    let id = connected(&mut b, &client);
+    let f = locked_on(1, "ex");
+    let mut rx = subscribe_packet(1, &[&format!("$exclusive/{f}")]);
+    b.input(id, &mut rx, 1);
+    let locks = ack_route_syncs(&mut b);
+    // Session Expiry 0: the session ends before the lock shard answers.
+    b.closed(id, 2);
+    assert!(
+        mesh(&mut b).is_empty(),
+        "nothing held yet, nothing to unlock"
+    );
+    b.mesh_in(
+        1,
+        MeshMsg::ExclusiveLockReply {
+            token: locks[0].token,
+            granted: true,
+        },
+        3,
+    );
+    match mesh(&mut b).as_slice() {
+        [MeshMsg::ExclusiveUnlock { filter, holder }] => {
+            assert_eq!(filter.as_str(), f);
+            assert_eq!(holder.client_id.as_str(), client);
+        }
+        other => panic!("expected one ExclusiveUnlock, got {other:?}"),
+    }
+    assert_eq!(b.session_count(), 0);
+}
