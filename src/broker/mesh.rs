@@ -38,6 +38,10 @@ pub enum MeshMsg {
     RetainedQuery(Box<RetainedQuery>),
     /// The answer to a [`RetainedQuery`], sent back to the subscriber's shard.
     RetainedReply(Box<RetainedReply>),
+    /// Shard 0 asks for this shard's `$SYS` numbers for stats round `.0`.
+    SysStatsRequest(u64),
+    /// The answer to [`MeshMsg::SysStatsRequest`].
+    SysStatsReply(u64, Box<super::sys::Snapshot>),
 }
 
 /// A connection on its way to its home shard. Dropping it closes the socket.

@@ -73,6 +73,11 @@ impl LocalSubs {
         false
     }
 
+    /// Distinct filters with a local subscriber.
+    pub fn len(&self) -> usize {
+        self.trie.len()
+    }
+
     /// Appends every (session, options) whose filter matches `topic`.
     pub fn collect(&self, topic: &str, matches: &mut Matches, out: &mut Vec<(ClientKey, SubOpts)>) {
         self.trie.matches(topic, matches);
@@ -300,6 +305,8 @@ impl Broker {
                 return Ok(match self.add_sub(key, &filter, opts) {
                     None => (ReasonCode::QuotaExceeded, None),
                     Some(existed) => {
+                        let o = (opts.qos, opts.no_local, opts.retain_as_published);
+                        self.event_subscription(key, &filter, Some(o));
                         let send = match options.retain_handling {
                             RetainHandling::SendAtSubscribe => true,
                             RetainHandling::SendIfNew => !existed,
@@ -398,6 +405,7 @@ impl Broker {
             client.subs.retain(|s| s.filter != *filter);
             let reason = if client.subs.len() < before {
                 self.remove_local_sub(key, filter);
+                self.event_subscription(key, filter, None);
                 ReasonCode::Success
             } else {
                 ReasonCode::NoSubscriptionExisted
