@@ -154,6 +154,8 @@ pub(super) struct RouteSync {
 
 #[derive(Debug)]
 struct PendingSubAck {
+    /// `$SYS` subscribed events, published after the SUBACK.
+    events: Vec<(MqttStr, (QoS, bool, bool))>,
     epoch: u64,
     conn: ConnId,
     client: ClientKey,
@@ -191,6 +193,13 @@ impl Broker {
         {
             let p = self.route_sync.pending.pop_front().expect("front exists");
             self.complete_subscribe(p.conn, p.client, p.generation, p.ack, p.retained);
+            if self
+                .clients
+                .get(p.client as usize)
+                .is_some_and(|c| c.generation == p.generation)
+            {
+                self.publish_sub_events(p.client, p.events);
+            }
         }
     }
 
@@ -233,7 +242,11 @@ impl Broker {
                 None => filter,
             };
             match self.subscribe_one(key, filter, options, sub_id) {
-                Err(code) => return self.violation(id, code),
+                Err(code) => {
+                    let events = std::mem::take(&mut self.sys.sub_events);
+                    self.publish_sub_events(key, events);
+                    return self.violation(id, code);
+                }
                 Ok((reason, send)) => {
                     reasons.push(reason);
                     retained.extend(send);
@@ -246,9 +259,11 @@ impl Broker {
             reasons,
         };
         let generation = self.clients[key as usize].generation;
+        let events = std::mem::take(&mut self.sys.sub_events);
         let sync = &mut self.route_sync;
         if sync.synced(self.shard) >= sync.epoch {
             self.complete_subscribe(id, key, generation, ack, retained);
+            self.publish_sub_events(key, events);
             return Flow::Continue;
         }
         // Held (behind any earlier held SUBACK) until the other shards confirm the routes.
@@ -260,6 +275,7 @@ impl Broker {
             generation,
             ack,
             retained,
+            events,
         });
         if sync.requested < epoch {
             sync.requested = epoch;
@@ -305,8 +321,11 @@ impl Broker {
                 return Ok(match self.add_sub(key, &filter, opts) {
                     None => (ReasonCode::QuotaExceeded, None),
                     Some(existed) => {
-                        let o = (opts.qos, opts.no_local, opts.retain_as_published);
-                        self.event_subscription(key, &filter, Some(o));
+                        // Published once the SUBACK is out (`publish_sub_events`).
+                        if self.settings.sys_events.client_subscribed {
+                            let o = (opts.qos, opts.no_local, opts.retain_as_published);
+                            self.sys.sub_events.push((filter.clone(), o));
+                        }
                         let send = match options.retain_handling {
                             RetainHandling::SendAtSubscribe => true,
                             RetainHandling::SendIfNew => !existed,
@@ -357,6 +376,8 @@ impl Broker {
                 }
             }
         }
+        let events = std::mem::take(&mut self.sys.sub_events);
+        self.publish_sub_events(key, events);
     }
 
     /// Adds or replaces a subscription; `Some(existed)`, or `None` over `max_subscriptions`.

@@ -148,6 +148,8 @@ pub(super) struct SysState {
     /// Replies still awaited for `round`, and the sum so far.
     pending: Option<(usize, Snapshot)>,
     max: [u64; 10],
+    /// `subscribed` events of the SUBSCRIBE being handled, published after its SUBACK.
+    pub sub_events: Vec<(MqttStr, (QoS, bool, bool))>,
 }
 
 /// What the `connected` / `disconnected` events say about a connection, kept with its session.
@@ -425,6 +427,16 @@ impl Broker {
         s.push('}');
         let t = self.client_topic(key, what);
         self.sys_publish(t, s, false);
+    }
+
+    pub(super) fn publish_sub_events(
+        &mut self,
+        key: ClientKey,
+        events: Vec<(MqttStr, (QoS, bool, bool))>,
+    ) {
+        for (filter, opts) in events {
+            self.event_subscription(key, &filter, Some(opts));
+        }
     }
 
     fn client_topic(&self, key: ClientKey, what: &str) -> String {
