@@ -140,7 +140,6 @@ impl Broker {
         match packet {
             Packet::Publish(p) => self.handle_publish(id, key, p),
             Packet::PubAck(a) => {
-                self.counters.messages_acked += 1;
                 self.with_session(key, |s, now, out| s.on_puback(a.packet_id, now, out));
                 Flow::Continue
             }
@@ -151,7 +150,6 @@ impl Broker {
                 Flow::Continue
             }
             Packet::PubComp(a) => {
-                self.counters.messages_acked += 1;
                 self.with_session(key, |s, now, out| s.on_pubcomp(a.packet_id, now, out));
                 Flow::Continue
             }

@@ -375,7 +375,8 @@ impl Broker {
         for sub in subs {
             self.remove_local_sub(key, &sub.filter);
         }
-        let client = self.clients.remove(key as usize);
+        let mut client = self.clients.remove(key as usize);
+        self.counters.session.add(&client.session.take_counters());
         self.by_id.remove(&client.id);
     }
 

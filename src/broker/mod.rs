@@ -85,8 +85,6 @@ pub struct Counters {
     pub qos_received: [u64; 3],
     /// Outbound PUBLISH by QoS.
     pub qos_sent: [u64; 3],
-    /// PUBACK and PUBCOMP received: deliveries the subscriber acknowledged.
-    pub messages_acked: u64,
     /// Packets decoded, by packet type (index 1..=15).
     pub packets_received: [u64; 16],
     /// Packets encoded, by packet type.
@@ -95,6 +93,8 @@ pub struct Counters {
     pub bytes_received: u64,
     /// Bytes of the packets encoded.
     pub bytes_sent: u64,
+    /// The sessions' own counters, folded in by [`Broker::sys_snapshot`] and when a session ends.
+    pub session: crate::session::Counters,
 }
 
 impl Counters {
@@ -118,20 +118,33 @@ impl Counters {
         self.messages_sent += o.messages_sent;
         arr(&mut self.qos_received, &o.qos_received);
         arr(&mut self.qos_sent, &o.qos_sent);
-        self.messages_acked += o.messages_acked;
         arr(&mut self.packets_received, &o.packets_received);
         arr(&mut self.packets_sent, &o.packets_sent);
         self.bytes_received += o.bytes_received;
         self.bytes_sent += o.bytes_sent;
+        self.session.add(&o.session);
     }
 
-    /// Every message dropped: no subscriber, stalled QoS 0 subscriber, refused or expired delayed.
+    /// Every message dropped: no subscriber, stalled QoS 0 subscriber, refused or expired
+    /// delayed, and the sessions' drops (queue full, expired, too large, offline QoS 0, QoS 2
+    /// over `max_awaiting_rel`).
     pub fn dropped(&self) -> u64 {
+        let s = &self.session;
         self.messages_dropped_no_subscribers
             + self.messages_dropped_qos0_backlog
             + self.delayed_dropped_invalid
             + self.delayed_dropped_full
             + self.delayed_dropped_expired
+            + s.dropped_queue_full
+            + s.dropped_expired
+            + s.dropped_too_large
+            + s.dropped_qos0
+            + s.dropped_awaiting_full
+    }
+
+    /// Messages that expired before delivery (in a session or as delayed messages).
+    pub fn expired(&self) -> u64 {
+        self.delayed_dropped_expired + self.session.dropped_expired
     }
 }
 

@@ -418,6 +418,7 @@ impl Broker {
         u: Unsubscribe,
     ) -> Flow {
         let mut reasons = Vec::with_capacity(u.filters.len());
+        let mut removed = Vec::new();
         for filter in &u.filters {
             let rewritten = self.rewrite_filter(key, filter).map(MqttStr::from);
             let filter = rewritten.as_ref().unwrap_or(filter);
@@ -426,7 +427,7 @@ impl Broker {
             client.subs.retain(|s| s.filter != *filter);
             let reason = if client.subs.len() < before {
                 self.remove_local_sub(key, filter);
-                self.event_subscription(key, filter, None);
+                removed.push(filter.clone());
                 ReasonCode::Success
             } else {
                 ReasonCode::NoSubscriptionExisted
@@ -439,6 +440,12 @@ impl Broker {
             reasons,
         };
         self.send(id, &Packet::UnsubAck(ack));
+        // `$SYS` unsubscribed events, after the UNSUBACK.
+        if self.settings.sys_events.client_unsubscribed {
+            for filter in removed {
+                self.event_subscription(key, &filter, None);
+            }
+        }
         Flow::Continue
     }
 

@@ -87,7 +87,7 @@ impl Snapshot {
             ("messages/received".into(), c.messages_received),
             ("messages/sent".into(), c.messages_sent),
             ("messages/dropped".into(), c.dropped()),
-            ("messages/dropped/expired".into(), c.delayed_dropped_expired),
+            ("messages/dropped/expired".into(), c.expired()),
             (
                 "messages/dropped/no_subscribers".into(),
                 c.messages_dropped_no_subscribers,
@@ -97,8 +97,8 @@ impl Snapshot {
                 "messages/delayed".into(),
                 c.delayed_stored + c.delayed_published + c.delayed_dropped_expired,
             ),
-            ("messages/delivered".into(), c.messages_sent),
-            ("messages/acked".into(), c.messages_acked),
+            ("messages/delivered".into(), c.session.delivered),
+            ("messages/acked".into(), c.session.acked),
         ];
         for q in 0..3 {
             m.push((format!("messages/qos{q}/received"), c.qos_received[q]));
@@ -211,8 +211,11 @@ impl Broker {
         self.counters.messages_dropped_no_subscribers = dropped;
     }
 
-    /// This shard's numbers now.
-    pub fn sys_snapshot(&self) -> Snapshot {
+    /// This shard's numbers now (the sessions' counters are folded into the shard's first).
+    pub fn sys_snapshot(&mut self) -> Snapshot {
+        for (_, c) in self.clients.iter_mut() {
+            self.counters.session.add(&c.session.take_counters());
+        }
         let live = self
             .conns
             .iter()
