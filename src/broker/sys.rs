@@ -612,6 +612,31 @@ mod tests {
         assert_eq!(value("stats/subscriptions/count"), "1");
         assert_eq!(value("metrics/packets/connect/received"), "3");
         assert_eq!(value("metrics/messages/received"), "0");
+
+        // The next round (one minute later): a late reply of the old round does not count.
+        b0.tick(61_000, 1_700_000_060_000);
+        let round = b0
+            .take_mesh_out(1, usize::MAX)
+            .into_iter()
+            .find_map(|m| match m {
+                MeshMsg::SysStatsRequest(r) => Some(r),
+                _ => None,
+            })
+            .expect("a second round");
+        let stale = MeshMsg::SysStatsReply(round - 1, Box::new(b1.sys_snapshot()));
+        b0.mesh_in(1, stale, 61_000);
+        assert!(
+            !received(&mut b0, watcher)
+                .iter()
+                .any(|(t, _)| t.contains("/stats/"))
+        );
+        let reply = MeshMsg::SysStatsReply(round, Box::new(b1.sys_snapshot()));
+        b0.mesh_in(1, reply, 61_000);
+        let sent = received(&mut b0, watcher);
+        assert!(
+            sent.iter()
+                .any(|(t, p)| t.ends_with("/stats/connections/count") && p == "3")
+        );
     }
 
     #[test]
