@@ -60,6 +60,8 @@ pub(super) struct Conn {
     /// Acknowledgements waiting, in order, behind one whose retained message is not stored yet:
     /// (token, packet), token 0 = ready.
     pub held_acks: std::collections::VecDeque<(u64, Packet)>,
+    /// The local (listener) port, for `$SYS` events; 0 when unknown.
+    pub sockport: u16,
 }
 
 impl Conn {
@@ -73,6 +75,7 @@ impl Conn {
             dirty: false,
             keepalive_secs: 0,
             held_acks: Default::default(),
+            sockport: 0,
         }
     }
 
@@ -100,8 +103,14 @@ impl Broker {
             if conn.close.is_some() {
                 return Input::Close;
             }
+            let before = rx.len();
             let packet = match conn.decoder.decode(rx) {
-                Ok(Some(p)) => p,
+                Ok(Some(p)) => {
+                    let c = &mut self.counters;
+                    c.bytes_received += (before - rx.len()) as u64;
+                    c.packets_received[p.packet_type() as usize] += 1;
+                    p
+                }
                 Ok(None) => return Input::Continue,
                 Err(e) => {
                     self.decode_error(id, e);
@@ -169,10 +178,18 @@ impl Broker {
             return;
         };
         let version = conn.version().unwrap_or(ProtocolVersion::V311);
+        let before = conn.tx.len();
         if packet.encode(version, &mut conn.tx).is_err() {
             // Only a packet built wrongly by the broker itself can fail to encode.
             debug_assert!(false, "broker built an unencodable packet: {packet:?}");
             return;
+        }
+        let c = &mut self.counters;
+        c.bytes_sent += (conn.tx.len() - before) as u64;
+        c.packets_sent[packet.packet_type() as usize] += 1;
+        if let Packet::Publish(p) = packet {
+            c.messages_sent += 1;
+            c.qos_sent[p.qos as usize] += 1;
         }
         if !conn.dirty {
             conn.dirty = true;

@@ -103,7 +103,7 @@ impl Broker {
         let existing = self.by_id.get(&client_id).copied();
         if let Some(key) = existing {
             if let Some(old) = self.clients[key as usize].conn.take() {
-                self.take_over(old, key);
+                self.take_over(old, key, c.clean_start);
             }
             if c.clean_start {
                 self.end_session(key);
@@ -135,6 +135,14 @@ impl Broker {
         });
 
         let conn = &mut self.conns[id as usize];
+        client.info = super::sys::ClientInfo {
+            ip: conn.peer.ip(),
+            sockport: conn.sockport,
+            version: v,
+            connected_at_ms: (self.now_ms as i64 + self.unix_offset_ms).max(0) as u64,
+            keepalive: c.keep_alive,
+            clean_start: c.clean_start,
+        };
         conn.client = Some(key);
         conn.keepalive_secs = keepalive_deadline(c.keep_alive, self.settings.keepalive_multiplier);
         if conn.keepalive_secs > 0 {
@@ -147,6 +155,7 @@ impl Broker {
         self.send(id, &ack);
         self.with_session(key, |s, now, out| s.resume(limits, now, out));
         let _ = now;
+        self.event_connected(key);
         let peer = self.conns[id as usize].peer;
         self.auto_subscribe(key, peer);
     }
@@ -168,6 +177,7 @@ impl Broker {
             will: None,
             subs: Vec::new(),
             exclusive: Vec::new(),
+            info: Default::default(),
         }) as ClientKey;
         self.by_id.insert(id, key);
         key
@@ -225,7 +235,16 @@ impl Broker {
 
     /// A second connection with the same client id: the first one is told 0x8E (v5) and closed;
     /// its will is published now if it has no delay, and cancelled otherwise (the client is back).
-    fn take_over(&mut self, old: ConnId, key: ClientKey) {
+    fn take_over(&mut self, old: ConnId, key: ClientKey, clean_start: bool) {
+        // `$SYS`: the old connection ends, its session resumed (takenover) or discarded.
+        self.event_disconnected(
+            key,
+            if clean_start {
+                "discarded"
+            } else {
+                "takenover"
+            },
+        );
         if self.conns.get(old as usize).and_then(|c| c.version()) == Some(ProtocolVersion::V5) {
             self.send(
                 old,
@@ -282,6 +301,8 @@ impl Broker {
         client.conn = None;
         client.session.disconnect();
         let reason = conn.close.unwrap_or(CloseReason::TcpClosed);
+        self.event_disconnected(key, super::sys::reason_name(reason));
+        let client = &mut self.clients[key as usize];
         let ends_now = client.expiry_secs == 0 || reason == CloseReason::Shutdown;
         if let Some(will) = client.will.take() {
             if will.delay_secs == 0 || ends_now {
@@ -357,7 +378,8 @@ impl Broker {
         for sub in subs {
             self.remove_local_sub(key, &sub.filter);
         }
-        let client = self.clients.remove(key as usize);
+        let mut client = self.clients.remove(key as usize);
+        self.counters.session.add(&client.session.take_counters());
         self.by_id.remove(&client.id);
     }
 

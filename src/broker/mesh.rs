@@ -48,6 +48,10 @@ pub enum MeshMsg {
         filter: MqttStr,
         holder: super::exclusive::Holder,
     },
+    /// Shard 0 asks for this shard's `$SYS` numbers for stats round `.0`.
+    SysStatsRequest(u64),
+    /// The answer to [`MeshMsg::SysStatsRequest`].
+    SysStatsReply(u64, Box<super::sys::Snapshot>),
 }
 
 /// A connection on its way to its home shard. Dropping it closes the socket.

@@ -10,7 +10,8 @@
 //! (inbound PUBLISH, routing, delivery), `subscribe` (SUBSCRIBE / UNSUBSCRIBE, route updates),
 //! `retain` (the retained store), `exclusive` (`$exclusive/...` locks), `delayed` (`$delayed/...` publishes held until due), `mesh`
 //! (what crosses shards), `wheel` (timers), `rewrite` (topic rewrite rules) and
-//! `auto_subscribe` (subscriptions made at connect).
+//! `auto_subscribe` (subscriptions made at connect), `sys` (`$SYS` topics: stats, metrics,
+//! heartbeat, client events).
 //!
 //! Order on the publish path: topic alias → validation → rewrite (then the rewritten topic is
 //! validated again) → delayed? (kept on this shard until due, then routed from here) → retain
@@ -31,6 +32,7 @@ mod retain;
 pub mod rewrite;
 pub mod settings;
 mod subscribe;
+pub mod sys;
 #[cfg(test)]
 mod tests;
 pub mod wheel;
@@ -76,6 +78,75 @@ pub struct Counters {
     pub delayed_dropped_full: u64,
     /// Delayed messages whose Message Expiry passed before they were due.
     pub delayed_dropped_expired: u64,
+    /// Retained PUBLISHes received from clients.
+    pub messages_retained: u64,
+    /// PUBLISH packets sent (deliveries, retransmissions included).
+    pub messages_sent: u64,
+    /// Inbound PUBLISH by QoS.
+    pub qos_received: [u64; 3],
+    /// Outbound PUBLISH by QoS.
+    pub qos_sent: [u64; 3],
+    /// Packets decoded, by packet type (index 1..=15).
+    pub packets_received: [u64; 16],
+    /// Packets encoded, by packet type.
+    pub packets_sent: [u64; 16],
+    /// Bytes of the packets decoded.
+    pub bytes_received: u64,
+    /// Bytes of the packets encoded.
+    pub bytes_sent: u64,
+    /// The sessions' own counters, folded in by [`Broker::sys_snapshot`] and when a session ends.
+    pub session: crate::session::Counters,
+}
+
+impl Counters {
+    /// Adds another shard's counters (gauges add up as well).
+    pub fn add(&mut self, o: &Counters) {
+        fn arr<const N: usize>(a: &mut [u64; N], b: &[u64; N]) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+        self.connections += o.connections;
+        self.messages_received += o.messages_received;
+        self.messages_dropped_no_subscribers += o.messages_dropped_no_subscribers;
+        self.messages_dropped_qos0_backlog += o.messages_dropped_qos0_backlog;
+        self.delayed_stored += o.delayed_stored;
+        self.delayed_published += o.delayed_published;
+        self.delayed_dropped_invalid += o.delayed_dropped_invalid;
+        self.delayed_dropped_full += o.delayed_dropped_full;
+        self.delayed_dropped_expired += o.delayed_dropped_expired;
+        self.messages_retained += o.messages_retained;
+        self.messages_sent += o.messages_sent;
+        arr(&mut self.qos_received, &o.qos_received);
+        arr(&mut self.qos_sent, &o.qos_sent);
+        arr(&mut self.packets_received, &o.packets_received);
+        arr(&mut self.packets_sent, &o.packets_sent);
+        self.bytes_received += o.bytes_received;
+        self.bytes_sent += o.bytes_sent;
+        self.session.add(&o.session);
+    }
+
+    /// Every message dropped: no subscriber, stalled QoS 0 subscriber, refused or expired
+    /// delayed, and the sessions' drops (queue full, expired, too large, offline QoS 0, QoS 2
+    /// over `max_awaiting_rel`).
+    pub fn dropped(&self) -> u64 {
+        let s = &self.session;
+        self.messages_dropped_no_subscribers
+            + self.messages_dropped_qos0_backlog
+            + self.delayed_dropped_invalid
+            + self.delayed_dropped_full
+            + self.delayed_dropped_expired
+            + s.dropped_queue_full
+            + s.dropped_expired
+            + s.dropped_too_large
+            + s.dropped_qos0
+            + s.dropped_awaiting_full
+    }
+
+    /// Messages that expired before delivery (in a session or as delayed messages).
+    pub fn expired(&self) -> u64 {
+        self.delayed_dropped_expired + self.session.dropped_expired
+    }
 }
 
 /// One MQTT client's session on its home shard, with or without a connection.
@@ -96,6 +167,8 @@ struct Client {
     subs: Vec<subscribe::Sub>,
     /// Filters whose exclusive lock this session holds (FEATURES.md §5).
     exclusive: Vec<MqttStr>,
+    /// What the `$SYS` connect / disconnect events report.
+    info: sys::ClientInfo,
 }
 
 pub struct Broker {
@@ -134,6 +207,8 @@ pub struct Broker {
     /// Unix time in ms minus `now_ms`, from the last wall-clock input.
     unix_offset_ms: i64,
     pub counters: Counters,
+    /// `$SYS` timers and the stats round in flight (used on shard 0).
+    sys: sys::SysState,
 }
 
 impl Broker {
@@ -167,6 +242,7 @@ impl Broker {
             now_ms: 0,
             unix_offset_ms: 0,
             counters: Counters::default(),
+            sys: sys::SysState::default(),
         }
     }
 
@@ -253,6 +329,8 @@ impl Broker {
                 self.exclusive_reply_in(token, granted)
             }
             MeshMsg::ExclusiveUnlock { filter, holder } => self.exclusive_unlock_in(filter, holder),
+            MeshMsg::SysStatsRequest(round) => self.sys_stats_request(from, round),
+            MeshMsg::SysStatsReply(round, snap) => self.sys_stats_reply(round, &snap),
         }
         None
     }
@@ -269,7 +347,7 @@ impl Broker {
     }
 
     /// Advances the shard's timers by one second: keep-alive and CONNECT deadlines, will delays,
-    /// session expiry, the sessions' own timeouts, and the delayed messages due. `unix_ms` is the
+    /// session expiry, the sessions' own timeouts, the delayed messages due, and (shard 0) `$SYS`. `unix_ms` is the
     /// wall clock at `now_ms`.
     pub fn tick(&mut self, now_ms: u64, unix_ms: u64) {
         self.now_ms = now_ms;
@@ -292,6 +370,7 @@ impl Broker {
         }
         self.retained.tick(now_ms, &self.settings);
         self.fire_delayed(now_ms);
+        self.sys_tick();
     }
 
     /// Number of connections and sessions on this shard (for tests and `$SYS`).
@@ -326,5 +405,12 @@ impl Broker {
         self.keepalive.arm(id, self.settings.idle_timeout_secs);
         self.counters.connections += 1;
         id
+    }
+
+    /// The local port of connection `id`'s socket (the listener's), for `$SYS` events.
+    pub fn set_sockport(&mut self, id: ConnId, port: u16) {
+        if let Some(c) = self.conns.get_mut(id as usize) {
+            c.sockport = port;
+        }
     }
 }

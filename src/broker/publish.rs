@@ -42,6 +42,10 @@ impl Broker {
             p.topic = topic.into();
         }
         self.counters.messages_received += 1;
+        self.counters.qos_received[p.qos as usize] += 1;
+        if p.retain {
+            self.counters.messages_retained += 1;
+        }
         // Clients cannot publish to `$SYS` (FEATURES.md §9): acknowledged as not authorized, dropped.
         let denied = p.topic.starts_with("$SYS");
         let publisher = self.clients[key as usize].publisher_id;

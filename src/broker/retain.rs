@@ -37,7 +37,9 @@ impl RetainStore {
             self.dropped += 1;
             return;
         }
-        if !self.by_topic.contains_key(&msg.topic) && !reserve(s) {
+        // The broker's own `$SYS` messages (never deleted, never expiring) take no place.
+        if !self.by_topic.contains_key(&msg.topic) && !msg.topic.starts_with("$SYS") && !reserve(s)
+        {
             self.dropped += 1;
             return;
         }

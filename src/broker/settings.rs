@@ -46,6 +46,12 @@ pub struct Settings {
     /// Delayed messages pending on all shards together (shared like `retained_count`), for
     /// `max_delayed_messages`; touched only by delayed publishes, and only when a limit is set.
     pub delayed_count: SharedCount,
+    /// `$SYS` stats and metrics period; `None` = disabled.
+    pub sys_msg_interval_ms: Option<u64>,
+    /// `$SYS` uptime / datetime period; `None` = disabled.
+    pub sys_heartbeat_interval_ms: Option<u64>,
+    /// Which client events go to `$SYS`.
+    pub sys_events: crate::config::SysEventMessages,
 }
 
 /// A counter shared by all shards (every shard's copy of the settings clones the `Arc`); equal to any other (it is state, not configuration).
@@ -111,6 +117,9 @@ impl Default for Settings {
             delayed_enable: true,
             max_delayed_messages: 0,
             delayed_count: SharedCount::default(),
+            sys_msg_interval_ms: Some(60_000),
+            sys_heartbeat_interval_ms: Some(30_000),
+            sys_events: Default::default(),
         }
     }
 }
@@ -176,8 +185,15 @@ impl Settings {
             max_delayed_messages: usize::try_from(c.delayed.max_delayed_messages)
                 .unwrap_or(usize::MAX),
             delayed_count: SharedCount::default(),
+            sys_msg_interval_ms: c.sys_topics.sys_msg_interval.map(ms),
+            sys_heartbeat_interval_ms: c.sys_topics.sys_heartbeat_interval.map(ms),
+            sys_events: c.sys_topics.sys_event_messages.clone(),
         }
     }
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// EMQX reads 0 as "no limit" for queue lengths, as it does "infinity".

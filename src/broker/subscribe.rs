@@ -74,6 +74,11 @@ impl LocalSubs {
         false
     }
 
+    /// Distinct filters with a local subscriber.
+    pub fn len(&self) -> usize {
+        self.trie.len()
+    }
+
     /// Appends every (session, options) whose filter matches `topic`.
     pub fn collect(&self, topic: &str, matches: &mut Matches, out: &mut Vec<(ClientKey, SubOpts)>) {
         self.trie.matches(topic, matches);
@@ -157,6 +162,8 @@ struct PendingSubAck {
     seq: u64,
     /// Lock replies still awaited (exclusive subscriptions).
     locks: usize,
+    /// `$SYS` subscribed events, published after the SUBACK.
+    events: Vec<(MqttStr, (QoS, bool, bool))>,
     epoch: u64,
     conn: ConnId,
     client: ClientKey,
@@ -207,6 +214,13 @@ impl Broker {
             }
             let p = self.route_sync.pending.pop_front().expect("front exists");
             self.complete_subscribe(p.conn, p.client, p.generation, p.ack, p.retained);
+            if self
+                .clients
+                .get(p.client as usize)
+                .is_some_and(|c| c.generation == p.generation)
+            {
+                self.publish_sub_events(p.client, p.events);
+            }
         }
     }
 
@@ -298,7 +312,11 @@ impl Broker {
                 continue;
             }
             match self.subscribe_one(key, filter, options, sub_id) {
-                Err(code) => return self.violation(id, code),
+                Err(code) => {
+                    let events = std::mem::take(&mut self.sys.sub_events);
+                    self.publish_sub_events(key, events);
+                    return self.violation(id, code);
+                }
                 Ok((reason, send)) => {
                     reasons.push(reason);
                     retained.extend(send);
@@ -311,9 +329,11 @@ impl Broker {
             reasons,
         };
         let generation = self.clients[key as usize].generation;
+        let events = std::mem::take(&mut self.sys.sub_events);
         let sync = &mut self.route_sync;
         if locks == 0 && sync.pending.is_empty() && sync.synced(self.shard) >= sync.epoch {
             self.complete_subscribe(id, key, generation, ack, retained);
+            self.publish_sub_events(key, events);
             return Flow::Continue;
         }
         // Held (behind any earlier held SUBACK) until the other shards confirm the routes and
@@ -328,6 +348,7 @@ impl Broker {
             generation,
             ack,
             retained,
+            events,
         });
         self.release_held_subacks();
         Flow::Continue
@@ -371,6 +392,11 @@ impl Broker {
                 return Ok(match self.add_sub(key, &filter, opts) {
                     None => (ReasonCode::QuotaExceeded, None),
                     Some(existed) => {
+                        // Published once the SUBACK is out (`publish_sub_events`).
+                        if self.settings.sys_events.client_subscribed {
+                            let o = (opts.qos, opts.no_local, opts.retain_as_published);
+                            self.sys.sub_events.push((filter.clone(), o));
+                        }
                         let send = match options.retain_handling {
                             RetainHandling::SendAtSubscribe => true,
                             RetainHandling::SendIfNew => !existed,
@@ -432,6 +458,8 @@ impl Broker {
                 }
             }
         }
+        let events = std::mem::take(&mut self.sys.sub_events);
+        self.publish_sub_events(key, events);
     }
 
     /// Adds or replaces a subscription; `Some(existed)`, or `None` over `max_subscriptions`.
@@ -477,6 +505,7 @@ impl Broker {
         u: Unsubscribe,
     ) -> Flow {
         let mut reasons = Vec::with_capacity(u.filters.len());
+        let mut removed = Vec::new();
         for filter in &u.filters {
             let rewritten = self.rewrite_filter(key, filter).map(MqttStr::from);
             let filter = rewritten.as_ref().unwrap_or(filter);
@@ -494,6 +523,7 @@ impl Broker {
             client.subs.retain(|s| s.filter != *filter);
             let reason = if client.subs.len() < before {
                 self.remove_local_sub(key, filter);
+                removed.push(filter.clone());
                 ReasonCode::Success
             } else {
                 ReasonCode::NoSubscriptionExisted
@@ -506,6 +536,12 @@ impl Broker {
             reasons,
         };
         self.send(id, &Packet::UnsubAck(ack));
+        // `$SYS` unsubscribed events, after the UNSUBACK.
+        if self.settings.sys_events.client_unsubscribed {
+            for filter in removed {
+                self.event_subscription(key, &filter, None);
+            }
+        }
         Flow::Continue
     }
 

@@ -52,7 +52,13 @@ fn connected(b: &mut Broker, client: &str) -> ConnId {
 }
 
 fn shard0() -> Broker {
-    Broker::new(0, 2, Rc::new(Settings::default()))
+    // No `$SYS` stats or heartbeat: the tests count the mesh messages a tick makes.
+    let s = Settings {
+        sys_msg_interval_ms: None,
+        sys_heartbeat_interval_ms: None,
+        ..Settings::default()
+    };
+    Broker::new(0, 2, Rc::new(s))
 }
 
 fn mesh(b: &mut Broker) -> Vec<MeshMsg> {

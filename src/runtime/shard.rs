@@ -143,8 +143,10 @@ impl Shard {
         peer: SocketAddr,
         handoff: Option<(Box<Connect>, Bytes)>,
     ) {
+        let sockport = stream.local_addr().map_or(0, |a| a.port());
         let (id, rx) = self.with_broker(|b, now| {
             let id = b.open(peer, now);
+            b.set_sockport(id, sockport);
             let rx = match handoff {
                 Some((connect, rest)) => {
                     b.accept_handoff(id, connect);
