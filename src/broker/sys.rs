@@ -500,26 +500,11 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 mod tests {
     use super::*;
     use crate::broker::Settings;
-    use crate::protocol::{Connect, Packet, Subscribe, SubscriptionOptions};
+    use crate::protocol::{Packet, Subscribe, SubscriptionOptions};
     use std::rc::Rc;
 
     fn connect(b: &mut Broker, client: &str) -> super::super::ConnId {
-        let id = b.open(std::net::SocketAddr::from(([127, 0, 0, 1], 5000)), 0);
-        let c = Connect {
-            protocol: ProtocolVersion::V5,
-            clean_start: true,
-            keep_alive: 0,
-            properties: Default::default(),
-            client_id: MqttStr::from(client),
-            will: None,
-            username: None,
-            password: None,
-        };
-        let mut rx = bytes::BytesMut::new();
-        Packet::Connect(Box::new(c))
-            .encode(ProtocolVersion::V5, &mut rx)
-            .unwrap();
-        b.input(id, &mut rx, 0);
+        let id = super::super::tests::connect_with(b, super::super::tests::connect_packet(client));
         b.take_output(id);
         id
     }

@@ -33,9 +33,9 @@ fn output(b: &mut Broker, id: ConnId) -> Vec<Packet> {
     std::iter::from_fn(|| dec.decode(&mut tx).unwrap()).collect()
 }
 
-fn connected(b: &mut Broker, client: &str) -> ConnId {
-    let id = b.open(SocketAddr::from(([127, 0, 0, 1], 5000)), 0);
-    let c = Connect {
+/// A minimal v5 CONNECT for `client`.
+pub(super) fn connect_packet(client: &str) -> Connect {
+    Connect {
         protocol: V,
         clean_start: true,
         keep_alive: 0,
@@ -44,9 +44,19 @@ fn connected(b: &mut Broker, client: &str) -> ConnId {
         will: None,
         username: None,
         password: None,
-    };
+    }
+}
+
+/// Opens a connection and feeds it `c`; the output is left for the caller.
+pub(super) fn connect_with(b: &mut Broker, c: Connect) -> ConnId {
+    let id = b.open(SocketAddr::from(([127, 0, 0, 1], 5000)), 0);
     let mut rx = bytes_of(Packet::Connect(Box::new(c)));
     assert!(matches!(b.input(id, &mut rx, 0), super::Input::Continue));
+    id
+}
+
+fn connected(b: &mut Broker, client: &str) -> ConnId {
+    let id = connect_with(b, connect_packet(client));
     assert!(matches!(output(b, id).as_slice(), [Packet::ConnAck(_)]));
     id
 }
@@ -236,20 +246,9 @@ fn a_delayed_publish_is_acked_now_and_routed_from_this_shard_when_due() {
 fn violations_are_explained_within_the_clients_maximum_packet_size() {
     for (max, explained) in [(None, true), (Some(16u32), false)] {
         let mut b = shard0();
-        let id = b.open(SocketAddr::from(([127, 0, 0, 1], 5000)), 0);
-        let mut c = Connect {
-            protocol: V,
-            clean_start: true,
-            keep_alive: 0,
-            properties: Default::default(),
-            client_id: MqttStr::from(id_on(0, "e").as_str()),
-            will: None,
-            username: None,
-            password: None,
-        };
+        let mut c = connect_packet(&id_on(0, "e"));
         c.properties.maximum_packet_size = max.and_then(std::num::NonZeroU32::new);
-        let mut rx = bytes_of(Packet::Connect(Box::new(c)));
-        b.input(id, &mut rx, 0);
+        let id = connect_with(&mut b, c);
         assert!(matches!(
             output(&mut b, id).as_slice(),
             [Packet::ConnAck(_)]
