@@ -77,7 +77,7 @@ fn printed_default_config_is_a_valid_config() {
 fn config_errors_exit_non_zero_naming_key_and_value() {
     let port = free_port().to_string();
     let bind = format!("127.0.0.1:{port}");
-    let cases: [(&str, &str, &[&str]); 5] = [
+    let cases: [(&str, &str, &[&str]); 6] = [
         (
             "unknown-key",
             "[mqtt]\nmax_inflihgt = 5\n",
@@ -98,6 +98,12 @@ fn config_errors_exit_non_zero_naming_key_and_value() {
             "bad-duration",
             "[mqtt]\nidle_timeout = \"soon\"\n",
             &["idle_timeout", "soon"],
+        ),
+        // Parsed, but not acted on yet: refused rather than silently ignored.
+        (
+            "retry-interval",
+            "[mqtt]\nretry_interval = \"30s\"\n",
+            &["mqtt.retry_interval", "30s"],
         ),
     ];
     for (name, text, expected) in cases {
