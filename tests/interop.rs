@@ -1,5 +1,5 @@
 //! Interoperability with independent clients: mosquitto_pub / mosquitto_sub (MQTT 3.1.1 and 5.0:
-//! QoS 0/1/2, retained messages, a will on SIGKILL) and Python paho-mqtt (`interop/paho_check.py`).
+//! QoS 0/1/2, retained messages, a will on SIGKILL, a shared subscription group) and Python paho-mqtt (`interop/paho_check.py`).
 //! A missing tool fails the test with the package to install.
 
 mod support;
@@ -155,6 +155,54 @@ fn mosquitto_clients_qos_0_1_2_across_versions() {
     );
     let got = sub.wait_for(WAIT, |l| l.starts_with("mq/min/x|"));
     assert_eq!(got.as_deref(), Some("mq/min/x|1|0|two"));
+}
+
+#[test]
+fn mosquitto_subs_share_a_group_round_robin() {
+    let broker = Broker::start(2);
+    let a = Sub::start(&broker, "mqttv5", &["-q", "1", "-t", "$share/ig/ishare/#"]);
+    a.await_ready(&broker, "ishare/probe");
+    let b = Sub::start(
+        &broker,
+        "mqttv311",
+        &["-q", "1", "-t", "$share/ig/ishare/#"],
+    );
+    b.await_ready(&broker, "ishare/probe");
+    // One publishing connection (`-l`: a message per stdin line): round robin alternates.
+    let pub_bin = require("mosquitto_pub", "mosquitto-clients");
+    let mut child = Command::new(pub_bin)
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &broker.port.to_string(),
+            "-V",
+            "mqttv5",
+        ])
+        .args(["-q", "1", "-t", "ishare/x", "-l"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("run mosquitto_pub");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        for i in 0..20 {
+            writeln!(stdin, "m{i}").unwrap();
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    let take = |s: &Sub| {
+        let mut got = Vec::new();
+        while let Some(l) = s.wait_for(Duration::from_millis(700), |l| l.starts_with("ishare/x|")) {
+            got.push(l.rsplit('|').next().unwrap().to_string());
+        }
+        got
+    };
+    let (at_a, at_b) = (take(&a), take(&b));
+    assert_eq!((at_a.len(), at_b.len()), (10, 10), "{at_a:?} {at_b:?}");
+    let mut all: Vec<String> = at_a.into_iter().chain(at_b).collect();
+    all.sort_by_key(|m| m[1..].parse::<u32>().unwrap());
+    assert_eq!(all, (0..20).map(|i| format!("m{i}")).collect::<Vec<_>>());
 }
 
 #[test]

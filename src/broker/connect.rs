@@ -176,6 +176,7 @@ impl Broker {
             expiry_secs: 0,
             will: None,
             subs: Vec::new(),
+            share_picks: None,
             exclusive: Vec::new(),
             info: Default::default(),
         }) as ClientKey;
@@ -223,8 +224,9 @@ impl Broker {
             if !s.wildcard_subscription {
                 p.wildcard_subscription_available = Some(false);
             }
-            // Shared subscriptions arrive with the EMQX extensions (issue 4).
-            p.shared_subscription_available = Some(false);
+            if !s.shared_subscription {
+                p.shared_subscription_available = Some(false);
+            }
         }
         Packet::ConnAck(Box::new(ConnAck {
             session_present,
@@ -375,12 +377,18 @@ impl Broker {
         }
         self.end_exclusive(key);
         let subs = std::mem::take(&mut self.clients[key as usize].subs);
-        for sub in subs {
-            self.remove_local_sub(key, &sub.filter);
+        for sub in &subs {
+            self.remove_sub(key, sub);
         }
+        // Unacknowledged QoS 1/2 messages of shared subscriptions go to the groups' remaining
+        // members (FEATURES.md §4).
+        let handed_back: Vec<_> = self.clients[key as usize].session.take_pending().collect();
         let mut client = self.clients.remove(key as usize);
         self.counters.session.add(&client.session.take_counters());
         self.by_id.remove(&client.id);
+        for (msg, share) in handed_back {
+            self.redispatch(msg, &share);
+        }
     }
 
     fn publish_will(&mut self, key: ClientKey, mut will: Will) {
@@ -410,7 +418,7 @@ impl Broker {
             expires_at_ms: expiry_secs.map(|s| self.now_ms + u64::from(s) * 1000),
             publisher_id: publisher,
         };
-        self.route(Arc::new(msg));
+        self.route_with(Arc::new(msg), None, Some(key));
     }
 
     /// Shutdown, first step: every session ends with the process, so every pending will (of a

@@ -150,7 +150,7 @@ impl Broker {
             retain_as_published: options.retain_as_published,
             subscription_id,
         };
-        let Some(existed) = self.add_sub(key, &filter, opts) else {
+        let Some(existed) = self.add_sub(key, &filter, opts, None) else {
             if !self.clients[key as usize].exclusive.contains(&filter) {
                 self.unlock_exclusive(key, filter);
             }
@@ -191,7 +191,9 @@ impl Broker {
     pub(super) fn unsubscribe_exclusive(&mut self, key: ClientKey, filter: &MqttStr) -> bool {
         let client = &mut self.clients[key as usize];
         let before = client.subs.len();
-        client.subs.retain(|s| s.filter != *filter);
+        client
+            .subs
+            .retain(|s| s.filter != *filter || s.share.is_some());
         let removed = client.subs.len() < before;
         if removed {
             self.remove_local_sub(key, filter);

@@ -24,6 +24,12 @@ pub enum MeshMsg {
     RouteAdd(MqttStr),
     /// The sending shard lost its last local subscriber of this filter.
     RouteDel(MqttStr),
+    /// The sending shard's session joined a share group, or changed its options (FEATURES.md §4).
+    SharedAdd(Box<super::shared::SharedMember>),
+    /// The sending shard's session left a share group.
+    SharedDel(Box<super::shared::SharedMember>),
+    /// A message for one member of a share group, a session of this shard.
+    SharedPublish(Box<super::shared::SharedDelivery>),
     /// Store (or, with an empty payload, delete) the retained message of a topic this shard owns;
     /// with a token, answer [`MeshMsg::RetainStored`] once done (the publisher's PUBACK waits).
     Retain(Arc<Message>, Option<u64>),

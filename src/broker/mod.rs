@@ -8,7 +8,8 @@
 //! Files: `settings` (what the broker reads from the config), `conn` (per-socket state and
 //! packet dispatch), `connect` (CONNECT, takeover, DISCONNECT, wills, session expiry), `publish`
 //! (inbound PUBLISH, routing, delivery), `subscribe` (SUBSCRIBE / UNSUBSCRIBE, route updates),
-//! `retain` (the retained store), `exclusive` (`$exclusive/...` locks), `delayed` (`$delayed/...` publishes held until due), `mesh`
+//! `retain` (the retained store), `shared` (share groups: replicated membership, the seven
+//! dispatch strategies, redispatch), `exclusive` (`$exclusive/...` locks), `delayed` (`$delayed/...` publishes held until due), `mesh`
 //! (what crosses shards), `wheel` (timers), `rewrite` (topic rewrite rules) and
 //! `auto_subscribe` (subscriptions made at connect), `sys` (`$SYS` topics: stats, metrics,
 //! heartbeat, client events).
@@ -16,7 +17,8 @@
 //! Order on the publish path: topic alias → validation → rewrite (then the rewritten topic is
 //! validated again) → delayed? (kept on this shard until due, then routed from here) → retain
 //! (to the topic's retain shard) → route table (one mesh message per interested shard) → local
-//! trie → sessions. SUBSCRIBE / UNSUBSCRIBE filters are rewritten before they are validated.
+//! trie → sessions; then share groups (one member picked per matching group, here, and the message
+//! sent to that member's shard). SUBSCRIBE / UNSUBSCRIBE filters are rewritten before they are validated.
 //!
 //! Time comes in as inputs: `now_ms` (monotonic) with every call, and the wall clock (Unix ms)
 //! through [`Broker::set_unix_time`] and [`Broker::tick`], for `$delayed/<unix time>/...`.
@@ -31,14 +33,18 @@ mod publish;
 mod retain;
 pub mod rewrite;
 pub mod settings;
+mod shared;
 mod subscribe;
 pub mod sys;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_shared;
 pub mod wheel;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use ahash::AHashMap;
 use bytes::BytesMut;
@@ -61,7 +67,7 @@ pub type ConnId = u32;
 /// A client's (session's) slot on its home shard.
 type ClientKey = u32;
 
-/// Plain per-shard counters; shard 0 sums them for `$SYS` (issue 4).
+/// Plain per-shard counters; shard 0 sums them for `$SYS`.
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
     pub connections: u64,
@@ -78,6 +84,10 @@ pub struct Counters {
     pub delayed_dropped_full: u64,
     /// Delayed messages whose Message Expiry passed before they were due.
     pub delayed_dropped_expired: u64,
+    /// Messages of a shared subscription sent to another member because theirs left.
+    pub shared_redispatched: u64,
+    /// Messages of a shared subscription dropped because its group had no member left.
+    pub shared_dropped_no_member: u64,
     /// Retained PUBLISHes received from clients.
     pub messages_retained: u64,
     /// PUBLISH packets sent (deliveries, retransmissions included).
@@ -115,6 +125,8 @@ impl Counters {
         self.delayed_dropped_invalid += o.delayed_dropped_invalid;
         self.delayed_dropped_full += o.delayed_dropped_full;
         self.delayed_dropped_expired += o.delayed_dropped_expired;
+        self.shared_redispatched += o.shared_redispatched;
+        self.shared_dropped_no_member += o.shared_dropped_no_member;
         self.messages_retained += o.messages_retained;
         self.messages_sent += o.messages_sent;
         arr(&mut self.qos_received, &o.qos_received);
@@ -136,6 +148,7 @@ impl Counters {
             + self.delayed_dropped_invalid
             + self.delayed_dropped_full
             + self.delayed_dropped_expired
+            + self.shared_dropped_no_member
             + s.dropped_queue_full
             + s.dropped_expired
             + s.dropped_too_large
@@ -165,6 +178,8 @@ struct Client {
     expiry_secs: u32,
     will: Option<connect::Will>,
     subs: Vec<subscribe::Sub>,
+    /// This client's `round_robin` counters and `sticky` picks as a publisher (FEATURES.md §4).
+    share_picks: Option<Box<shared::Picks>>,
     /// Filters whose exclusive lock this session holds (FEATURES.md §5).
     exclusive: Vec<MqttStr>,
     /// What the `$SYS` connect / disconnect events report.
@@ -180,6 +195,10 @@ pub struct Broker {
     by_id: AHashMap<MqttStr, ClientKey>,
     local: LocalSubs,
     routes: Routes,
+    /// Every share group and its members (replicated on every shard).
+    shared: shared::SharedSubs,
+    /// Reused by every publish: the member picked per matching group.
+    shared_scratch: Vec<(Arc<crate::session::ShareName>, shared::Member)>,
     retained: RetainStore,
     /// `$delayed/...` messages published on this shard, until due.
     delayed: delayed::DelayedStore,
@@ -213,6 +232,7 @@ pub struct Broker {
 
 impl Broker {
     pub fn new(shard: ShardId, nr_shards: usize, settings: Rc<Settings>) -> Self {
+        let seed = shared_seed(&settings, shard);
         Broker {
             shard,
             nr_shards,
@@ -222,6 +242,8 @@ impl Broker {
             by_id: AHashMap::new(),
             local: LocalSubs::default(),
             routes: Routes::default(),
+            shared: shared::SharedSubs::new(seed),
+            shared_scratch: Vec::new(),
             retained: RetainStore::default(),
             delayed: delayed::DelayedStore::default(),
             keepalive: Wheel::default(),
@@ -313,6 +335,9 @@ impl Broker {
             }
             MeshMsg::RouteAdd(filter) => self.routes.add(&filter, from),
             MeshMsg::RouteDel(filter) => self.routes.remove(&filter, from),
+            MeshMsg::SharedAdd(m) => self.shared_add_in(*m),
+            MeshMsg::SharedDel(m) => self.shared_del_in(*m),
+            MeshMsg::SharedPublish(d) => self.shared_deliver(*d),
             MeshMsg::RouteSync(epoch) => self.send_mesh(from, MeshMsg::RouteSyncAck(epoch)),
             MeshMsg::RouteSyncAck(epoch) => self.route_sync_acked(from, epoch),
             MeshMsg::Retain(m, token) => {
@@ -413,4 +438,13 @@ impl Broker {
             c.sockport = port;
         }
     }
+}
+
+/// The seed of a shard's shared-subscription randomness: `broker.shared_subscription_seed`
+/// (each shard its own sequence), else a random one.
+fn shared_seed(settings: &Settings, shard: ShardId) -> u64 {
+    let base = settings
+        .shared_seed
+        .unwrap_or_else(|| ahash::RandomState::new().hash_one(shard));
+    base ^ (shard as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }

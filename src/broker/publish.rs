@@ -53,7 +53,7 @@ impl Broker {
         match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) | (_, None) => {
                 if !denied {
-                    self.publish_in(p, publisher, false);
+                    self.publish_in(p, key, publisher, false);
                 }
             }
             (QoS::AtLeastOnce, Some(pid)) => {
@@ -63,7 +63,7 @@ impl Broker {
                 let (reason, token) = if denied {
                     (ReasonCode::NotAuthorized, None)
                 } else {
-                    self.publish_in(p, publisher, true)
+                    self.publish_in(p, key, publisher, true)
                 };
                 self.ack(id, key, token, |s, out| {
                     s.ack_inbound_qos1(pid, reason, out)
@@ -81,7 +81,7 @@ impl Broker {
                     }
                     Ok(Qos2Inbound::Full) => (ReasonCode::QuotaExceeded, None),
                     Ok(Qos2Inbound::New) if denied => (ReasonCode::NotAuthorized, None),
-                    Ok(Qos2Inbound::New) => self.publish_in(p, publisher, true),
+                    Ok(Qos2Inbound::New) => self.publish_in(p, key, publisher, true),
                 };
                 self.ack(id, key, token, |s, out| {
                     s.ack_inbound_qos2(pid, reason, out)
@@ -109,15 +109,21 @@ impl Broker {
     /// A new inbound message: kept when it is a delayed one, routed now otherwise. Returns the
     /// v5 reason for its acknowledgement and, when `acked`, the token to hold it on (see
     /// [`Self::route_acked`]).
-    fn publish_in(&mut self, p: Publish, publisher: u64, acked: bool) -> (ReasonCode, Option<u64>) {
+    fn publish_in(
+        &mut self,
+        p: Publish,
+        key: ClientKey,
+        publisher: u64,
+        acked: bool,
+    ) -> (ReasonCode, Option<u64>) {
         if self.is_delayed(&p.topic) {
             return (self.delay(p, publisher), None);
         }
         let msg = Arc::new(self.message_from(p, publisher));
         if acked {
-            self.route_acked(msg)
+            self.route_acked(msg, key)
         } else {
-            (ack_reason(self.route(msg)), None)
+            (ack_reason(self.route_with(msg, None, Some(key))), None)
         }
     }
 
@@ -128,7 +134,7 @@ impl Broker {
     /// Routes an acknowledged message: the v5 reason for its PUBACK / PUBREC (0x10 when nothing
     /// matched), and the token to hold the acknowledgement on while a retained message is
     /// stored on another shard — so that a client subscribing after the PUBACK finds it.
-    fn route_acked(&mut self, msg: Arc<Message>) -> (ReasonCode, Option<u64>) {
+    fn route_acked(&mut self, msg: Arc<Message>, key: ClientKey) -> (ReasonCode, Option<u64>) {
         let remote_retain = msg.retain
             && self.settings.retainer_enable
             && retain_shard(&msg.topic, self.nr_shards) != self.shard;
@@ -136,15 +142,22 @@ impl Broker {
             self.next_token += 1;
             self.next_token
         });
-        (ack_reason(self.route_with(msg, token)), token)
+        (ack_reason(self.route_with(msg, token, Some(key))), token)
     }
 
     /// Routes a message published on this shard; true when some subscriber anywhere matched.
     pub(super) fn route(&mut self, msg: Arc<Message>) -> bool {
-        self.route_with(msg, None)
+        self.route_with(msg, None, None)
     }
 
-    fn route_with(&mut self, msg: Arc<Message>, retain_token: Option<u64>) -> bool {
+    /// Routes a message; `publisher` is the publishing client when it is one of this shard's
+    /// (shared subscriptions' per-publisher strategies use it).
+    pub(super) fn route_with(
+        &mut self,
+        msg: Arc<Message>,
+        retain_token: Option<u64>,
+        publisher: Option<ClientKey>,
+    ) -> bool {
         if msg.retain && self.settings.retainer_enable {
             let dest = retain_shard(&msg.topic, self.nr_shards);
             if dest == self.shard {
@@ -164,6 +177,9 @@ impl Broker {
         }
         self.route_shards = shards;
         if self.deliver_local(&msg) > 0 {
+            matched = true;
+        }
+        if self.dispatch_shared(&msg, publisher) {
             matched = true;
         }
         if !matched {
@@ -192,6 +208,7 @@ impl Broker {
                 retain_as_published: sub.retain_as_published,
                 retained_on_subscribe: false,
                 subscription_ids: sub.subscription_id.map_or(SubIds::None, SubIds::One),
+                shared: None,
             };
             self.deliver_to(key, msg.clone(), opts);
         }

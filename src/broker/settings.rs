@@ -1,6 +1,9 @@
 //! What the broker logic reads from the configuration, in the units it works in. Built once at
 //! start-up from `crate::config::Config` and shared (read-only, `Rc`) by everything on a shard.
 
+use std::collections::BTreeMap;
+
+use crate::config::{SharedStrategy, StickyPick};
 use crate::protocol::QoS;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -13,6 +16,14 @@ pub struct Settings {
     pub retain_available: bool,
     pub wildcard_subscription: bool,
     pub shared_subscription: bool,
+    /// `mqtt.shared_subscription_strategy`, for groups without an override.
+    pub shared_strategy: SharedStrategy,
+    /// `[broker.shared_subscription_group.<group>] strategy`.
+    pub shared_group_strategy: BTreeMap<String, SharedStrategy>,
+    /// `mqtt.shared_subscription_initial_sticky_pick`.
+    pub sticky_pick: StickyPick,
+    /// `broker.shared_subscription_seed`; `None` = seeded from the clock at start.
+    pub shared_seed: Option<u64>,
     pub exclusive_subscription: bool,
     pub keepalive_multiplier: f64,
     /// Session expiry for v3 clients with clean_session = 0, seconds.
@@ -96,6 +107,10 @@ impl Default for Settings {
             retain_available: true,
             wildcard_subscription: true,
             shared_subscription: true,
+            shared_strategy: SharedStrategy::RoundRobin,
+            shared_group_strategy: BTreeMap::new(),
+            sticky_pick: StickyPick::Random,
+            shared_seed: None,
             exclusive_subscription: false,
             keepalive_multiplier: 1.5,
             session_expiry_secs: 2 * 3600,
@@ -125,6 +140,14 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The dispatch strategy of share group `group` (FEATURES.md §4).
+    pub fn shared_strategy_of(&self, group: &str) -> SharedStrategy {
+        self.shared_group_strategy
+            .get(group)
+            .copied()
+            .unwrap_or(self.shared_strategy)
+    }
+
     /// The per-session limits every session on the shard shares.
     pub fn session_config(&self) -> crate::session::SessionConfig {
         let cap = |n: usize| u32::try_from(n).unwrap_or(0);
@@ -161,6 +184,15 @@ impl Settings {
             retain_available: m.retain_available,
             wildcard_subscription: m.wildcard_subscription,
             shared_subscription: m.shared_subscription,
+            shared_strategy: m.shared_subscription_strategy,
+            shared_group_strategy: c
+                .broker
+                .shared_subscription_group
+                .iter()
+                .map(|(g, o)| (g.clone(), o.strategy))
+                .collect(),
+            sticky_pick: m.shared_subscription_initial_sticky_pick,
+            shared_seed: c.broker.shared_subscription_seed,
             exclusive_subscription: m.exclusive_subscription,
             keepalive_multiplier: m.keepalive_multiplier,
             session_expiry_secs: secs(m.session_expiry_interval),

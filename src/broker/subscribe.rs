@@ -14,12 +14,12 @@ use crate::protocol::{
     MqttStr, Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
     UnsubAck, Unsubscribe,
 };
-use crate::session::{DeliveryOpts, Message, SubIds};
+use crate::session::{DeliveryOpts, Message, ShareName, SubIds};
 use crate::topic::{Matches, SubscriptionTopic, TopicTrie, has_wildcards, parse_subscription};
 
 /// How one subscription wants its messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct SubOpts {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SubOpts {
     pub qos: QoS,
     pub no_local: bool,
     pub retain_as_published: bool,
@@ -29,8 +29,11 @@ pub(super) struct SubOpts {
 /// A subscription as its session remembers it.
 #[derive(Debug, Clone)]
 pub(super) struct Sub {
+    /// As subscribed (after rewrite); a shared one as `$share/<group>/<filter>`.
     pub filter: MqttStr,
     pub opts: SubOpts,
+    /// The group and filter of a shared subscription.
+    pub share: Option<Arc<ShareName>>,
 }
 
 /// This shard's subscribers per filter.
@@ -146,8 +149,8 @@ impl Routes {
 /// Held SUBACKs are released in order.
 #[derive(Debug)]
 pub(super) struct RouteSync {
-    /// RouteAdd broadcasts so far.
-    epoch: u64,
+    /// RouteAdd (and SharedAdd) broadcasts so far.
+    pub epoch: u64,
     /// Highest epoch each shard has confirmed (own entry unused).
     acked: Vec<u64>,
     /// Highest epoch a RouteSync was sent for.
@@ -371,43 +374,60 @@ impl Broker {
             // [MQTT-3.8.3-4]: No Local on a shared subscription is a Protocol Error.
             return Err(ReasonCode::ProtocolError);
         }
-        let reason = match topic {
-            Err(_) => ReasonCode::TopicFilterInvalid,
-            // Shared subscriptions arrive with the EMQX extensions (issue 4). Exclusive ones are
-            // handled before (FEATURES.md §5) when enabled, and not by auto subscriptions.
-            Ok(SubscriptionTopic::Shared { .. }) => ReasonCode::SharedSubscriptionsNotSupported,
-            Ok(SubscriptionTopic::Exclusive(_)) => ReasonCode::TopicFilterInvalid,
+        let opts = SubOpts {
+            qos: options.qos.min(self.settings.max_qos_allowed),
+            no_local: options.no_local,
+            retain_as_published: options.retain_as_published,
+            subscription_id,
+        };
+        let (filter, share) = match topic {
+            Err(_) => return Ok((ReasonCode::TopicFilterInvalid, None)),
+            Ok(SubscriptionTopic::Shared { .. }) if !self.settings.shared_subscription => {
+                return Ok((ReasonCode::SharedSubscriptionsNotSupported, None));
+            }
+            Ok(SubscriptionTopic::Shared { filter: f, .. })
+                if has_wildcards(f) && !self.settings.wildcard_subscription =>
+            {
+                return Ok((ReasonCode::WildcardSubscriptionsNotSupported, None));
+            }
+            Ok(SubscriptionTopic::Shared { group, filter: f }) => {
+                let share = Arc::new(ShareName {
+                    group: group.into(),
+                    filter: f.into(),
+                });
+                (super::shared::normalize(group, f), Some(share))
+            }
+            // Exclusive subscriptions are handled before (FEATURES.md §5) when enabled, and not
+            // by auto subscriptions.
+            Ok(SubscriptionTopic::Exclusive(_)) => {
+                return Ok((ReasonCode::TopicFilterInvalid, None));
+            }
             Ok(SubscriptionTopic::Plain(f))
                 if has_wildcards(f) && !self.settings.wildcard_subscription =>
             {
-                ReasonCode::WildcardSubscriptionsNotSupported
+                return Ok((ReasonCode::WildcardSubscriptionsNotSupported, None));
             }
-            Ok(SubscriptionTopic::Plain(_)) => {
-                let opts = SubOpts {
-                    qos: options.qos.min(self.settings.max_qos_allowed),
-                    no_local: options.no_local,
-                    retain_as_published: options.retain_as_published,
-                    subscription_id,
-                };
-                return Ok(match self.add_sub(key, &filter, opts) {
-                    None => (ReasonCode::QuotaExceeded, None),
-                    Some(existed) => {
-                        // Published once the SUBACK is out (`publish_sub_events`).
-                        if self.settings.sys_events.client_subscribed {
-                            let o = (opts.qos, opts.no_local, opts.retain_as_published);
-                            self.sys.sub_events.push((filter.clone(), o));
-                        }
-                        let send = match options.retain_handling {
-                            RetainHandling::SendAtSubscribe => true,
-                            RetainHandling::SendIfNew => !existed,
-                            RetainHandling::DoNotSend => false,
-                        };
-                        (granted(opts.qos), send.then_some((filter, opts)))
-                    }
-                });
-            }
+            Ok(SubscriptionTopic::Plain(_)) => (filter, None),
         };
-        Ok((reason, None))
+        let shared = share.is_some();
+        Ok(match self.add_sub(key, &filter, opts, share) {
+            None => (ReasonCode::QuotaExceeded, None),
+            Some(existed) => {
+                // Published once the SUBACK is out (`publish_sub_events`).
+                if self.settings.sys_events.client_subscribed {
+                    let o = (opts.qos, opts.no_local, opts.retain_as_published);
+                    self.sys.sub_events.push((filter.clone(), o));
+                }
+                let send = match options.retain_handling {
+                    // Shared subscriptions get no retained messages (FEATURES.md §2, §4).
+                    _ if shared => false,
+                    RetainHandling::SendAtSubscribe => true,
+                    RetainHandling::SendIfNew => !existed,
+                    RetainHandling::DoNotSend => false,
+                };
+                (granted(opts.qos), send.then_some((filter, opts)))
+            }
+        })
     }
 
     /// The filter inside `$exclusive/<filter>` when exclusive subscriptions are enabled.
@@ -462,15 +482,18 @@ impl Broker {
         self.publish_sub_events(key, events);
     }
 
-    /// Adds or replaces a subscription; `Some(existed)`, or `None` over `max_subscriptions`.
+    /// Adds or replaces a subscription (a shared one with its `share`); `Some(existed)`, or `None`
+    /// over `max_subscriptions`.
     pub(super) fn add_sub(
         &mut self,
         key: ClientKey,
         filter: &MqttStr,
         opts: SubOpts,
+        share: Option<Arc<ShareName>>,
     ) -> Option<bool> {
         let client = &mut self.clients[key as usize];
-        let existed = match client.subs.iter_mut().find(|s| s.filter == *filter) {
+        let same = |s: &Sub| s.filter == *filter && s.share.is_some() == share.is_some();
+        let existed = match client.subs.iter_mut().find(|s| same(s)) {
             Some(sub) => {
                 sub.opts = opts;
                 true
@@ -486,16 +509,27 @@ impl Broker {
                 client.subs.push(Sub {
                     filter: filter.clone(),
                     opts,
+                    share: share.clone(),
                 });
                 false
             }
         };
-        if self.local.add(filter, key, opts) && self.nr_shards > 1 {
+        if let Some(share) = share {
+            self.shared_join(key, &share, opts);
+        } else if self.local.add(filter, key, opts) && self.nr_shards > 1 {
             let f = filter.clone();
             self.broadcast(|| MeshMsg::RouteAdd(f.clone()));
             self.route_sync.epoch += 1;
         }
         Some(existed)
+    }
+
+    /// Undoes what [`Self::add_sub`] did for `sub` (already taken out of the session's list).
+    pub(super) fn remove_sub(&mut self, key: ClientKey, sub: &Sub) {
+        match &sub.share {
+            Some(share) => self.shared_leave(key, share),
+            None => self.remove_local_sub(key, &sub.filter),
+        }
     }
 
     pub(super) fn handle_unsubscribe(
@@ -518,15 +552,28 @@ impl Broker {
                 reasons.push(reason);
                 continue;
             }
+            // `$queue/f` is kept as `$share/$queue/f`.
+            let shared = match parse_subscription(filter, usize::MAX) {
+                Ok(SubscriptionTopic::Shared { group, filter }) => {
+                    Some(super::shared::normalize(group, filter))
+                }
+                _ => None,
+            };
+            let is_shared = shared.is_some();
+            let filter = shared.as_ref().unwrap_or(filter);
             let client = &mut self.clients[key as usize];
-            let before = client.subs.len();
-            client.subs.retain(|s| s.filter != *filter);
-            let reason = if client.subs.len() < before {
-                self.remove_local_sub(key, filter);
-                removed.push(filter.clone());
-                ReasonCode::Success
-            } else {
-                ReasonCode::NoSubscriptionExisted
+            let found = client
+                .subs
+                .iter()
+                .position(|s| s.filter == *filter && s.share.is_some() == is_shared);
+            let reason = match found {
+                Some(i) => {
+                    let sub = client.subs.remove(i);
+                    self.remove_sub(key, &sub);
+                    removed.push(sub.filter);
+                    ReasonCode::Success
+                }
+                None => ReasonCode::NoSubscriptionExisted,
             };
             reasons.push(reason);
         }
@@ -616,6 +663,7 @@ impl Broker {
                 retain_as_published: true,
                 retained_on_subscribe: true,
                 subscription_ids: target.subscription_id.map_or(SubIds::None, SubIds::One),
+                shared: None,
             };
             self.deliver_to(key, msg, opts);
         }

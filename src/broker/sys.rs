@@ -41,6 +41,7 @@ pub struct Snapshot {
     /// Sessions with at least one subscription.
     pub subscribers: u64,
     pub subscriptions: u64,
+    pub shared_subscriptions: u64,
     pub retained: u64,
     /// Routes this shard advertises (one per local filter).
     pub routes: u64,
@@ -56,6 +57,7 @@ impl Snapshot {
         self.topics += o.topics;
         self.subscribers += o.subscribers;
         self.subscriptions += o.subscriptions;
+        self.shared_subscriptions += o.shared_subscriptions;
         self.retained += o.retained;
         self.routes += o.routes;
         self.delayed += o.delayed;
@@ -71,7 +73,7 @@ impl Snapshot {
             ("topics", self.topics),
             ("subscribers", self.subscribers),
             ("subscriptions", self.subscriptions),
-            ("subscriptions/shared", 0),
+            ("subscriptions/shared", self.shared_subscriptions),
             ("retained", self.retained),
             ("routes", self.routes),
             ("delayed", self.delayed),
@@ -235,6 +237,7 @@ impl Broker {
             topics,
             subscribers: subscribers as u64,
             subscriptions: subscriptions as u64,
+            shared_subscriptions: self.shared.local_members() as u64,
             retained: self.retained.len() as u64,
             routes: topics,
             delayed: self.delayed.len() as u64,

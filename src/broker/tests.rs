@@ -13,21 +13,21 @@ use crate::protocol::*;
 
 const V: ProtocolVersion = ProtocolVersion::V5;
 
-fn id_on(shard: usize, prefix: &str) -> String {
+pub(super) fn id_on(shard: usize, prefix: &str) -> String {
     (0..)
         .map(|i| format!("{prefix}{i}"))
         .find(|id| home_shard(id, 2) == shard)
         .unwrap()
 }
 
-fn bytes_of(p: Packet) -> BytesMut {
+pub(super) fn bytes_of(p: Packet) -> BytesMut {
     let mut b = BytesMut::new();
     p.encode(V, &mut b).unwrap();
     b
 }
 
 /// Output of a connection, decoded.
-fn output(b: &mut Broker, id: ConnId) -> Vec<Packet> {
+pub(super) fn output(b: &mut Broker, id: ConnId) -> Vec<Packet> {
     let (mut tx, _) = b.take_output(id);
     let mut dec = Decoder::with_version(V, 1 << 20);
     std::iter::from_fn(|| dec.decode(&mut tx).unwrap()).collect()
@@ -55,13 +55,13 @@ pub(super) fn connect_with(b: &mut Broker, c: Connect) -> ConnId {
     id
 }
 
-fn connected(b: &mut Broker, client: &str) -> ConnId {
+pub(super) fn connected(b: &mut Broker, client: &str) -> ConnId {
     let id = connect_with(b, connect_packet(client));
     assert!(matches!(output(b, id).as_slice(), [Packet::ConnAck(_)]));
     id
 }
 
-fn shard0() -> Broker {
+pub(super) fn shard0() -> Broker {
     // No `$SYS` stats or heartbeat: the tests count the mesh messages a tick makes.
     let s = Settings {
         sys_msg_interval_ms: None,
@@ -71,7 +71,7 @@ fn shard0() -> Broker {
     Broker::new(0, 2, Rc::new(s))
 }
 
-fn mesh(b: &mut Broker) -> Vec<MeshMsg> {
+pub(super) fn mesh(b: &mut Broker) -> Vec<MeshMsg> {
     b.take_mesh_out(1, usize::MAX)
 }
 

@@ -352,6 +352,8 @@ impl Default for SysEventMessages {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BrokerConfig {
+    /// Seed of the shared-subscription dispatch randomness; `None` = a new one at every start.
+    pub shared_subscription_seed: Option<u64>,
     /// `[broker.shared_subscription_group.<group>]`, per share group overrides.
     pub shared_subscription_group: BTreeMap<String, SharedGroupConfig>,
 }

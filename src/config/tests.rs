@@ -74,6 +74,7 @@ fn default_config_lists_every_key() {
         "[[auto_subscribe.topics]]",
         "[[rewrite]]",
         "[broker.shared_subscription_group.",
+        "shared_subscription_seed",
         "[listeners.tcp.default]",
         "bind",
         "backlog",

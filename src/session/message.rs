@@ -157,6 +157,17 @@ pub struct DeliveryOpts {
     /// A retained message sent because of a SUBSCRIBE: keeps RETAIN=1 [MQTT-3.3.1-9].
     pub retained_on_subscribe: bool,
     pub subscription_ids: SubIds,
+    /// Set when the message came through a shared subscription: the group it is redispatched
+    /// to when this session ends unacknowledged (FEATURES.md §4).
+    pub shared: Option<std::sync::Arc<ShareName>>,
+}
+
+/// A shared subscription's group and filter (`$share/<group>/<filter>`; `$queue/<filter>` is
+/// group `$queue`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ShareName {
+    pub group: MqttStr,
+    pub filter: MqttStr,
 }
 
 #[cfg(test)]
@@ -259,6 +270,7 @@ mod tests {
                 retain_as_published: rap,
                 retained_on_subscribe: on_sub,
                 subscription_ids: SubIds::from_slice(&[NonZeroU32::new(4).unwrap()]),
+                shared: None,
             };
             let pid = NonZeroU16::new(if want_q == AtMostOnce { 0 } else { 1 });
             let p = m.to_publish(&opts, pid, 0, ProtocolVersion::V5);

@@ -34,7 +34,7 @@ use crate::protocol::{Ack, MqttStr, Packet, QoS};
 
 pub use config::{ClientLimits, Counters, SessionConfig};
 pub use inbound::Qos2Inbound;
-pub use message::{DeliveryOpts, Message, SubIds};
+pub use message::{DeliveryOpts, Message, ShareName, SubIds};
 pub use outbound::{DropReason, Outcome};
 
 /// One client's session. Created connected by [`Session::new`]; survives disconnects when the
@@ -220,11 +220,11 @@ impl Session {
         self.drain(now_ms, out);
     }
 
-    /// Hands back, for redispatch to the other members of a shared subscription when this
-    /// session ends, every message this subscriber received at QoS 1/2 that is queued or in
-    /// flight and not yet PUBREC'd — in-flight ones first, each in order. Empties the outbound
-    /// state (QoS 0 and PUBREC'd entries are discarded).
-    pub fn take_pending(&mut self) -> impl Iterator<Item = Arc<Message>> + use<> {
+    /// Hands back, for redispatch to the other members of their shared subscriptions when this
+    /// session ends, the messages this subscriber received through a shared subscription at
+    /// QoS 1/2 that are queued or in flight and not yet PUBREC'd — in-flight ones first, each in
+    /// order — with their group. Empties the outbound state (everything else is discarded).
+    pub fn take_pending(&mut self) -> impl Iterator<Item = (Arc<Message>, Arc<ShareName>)> + use<> {
         let (inflight, queue) = match self.state.as_mut() {
             Some(s) => (mem::take(&mut s.inflight), mem::take(&mut s.mqueue)),
             None => Default::default(),
@@ -234,7 +234,7 @@ impl Session {
             .filter_map(|f| f.delivery)
             .chain(queue)
             .filter(|d| d.qos() != QoS::AtMostOnce)
-            .map(|d| d.msg)
+            .filter_map(|d| Some((d.msg, d.opts.shared?)))
     }
 
     /// Returns memory to the allocator: frees the state box when nothing is left in it,

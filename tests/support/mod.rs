@@ -376,6 +376,20 @@ impl Raw {
         }
     }
 
+    /// Sends an UNSUBSCRIBE and returns the UNSUBACK codes (v5; empty for v3).
+    pub fn unsubscribe_with(&mut self, filters: &[&str]) -> Vec<ringmq::protocol::ReasonCode> {
+        let u = ringmq::protocol::Unsubscribe {
+            packet_id: std::num::NonZeroU16::new(2).unwrap(),
+            properties: Default::default(),
+            filters: filters.iter().map(|f| MqttStr::from(*f)).collect(),
+        };
+        self.send(&Packet::Unsubscribe(u));
+        match self.recv() {
+            Some(Packet::UnsubAck(a)) => a.reasons,
+            other => panic!("expected UNSUBACK, got {other:?}"),
+        }
+    }
+
     /// Subscribes to one filter at QoS `q` and asserts it is granted as asked.
     pub fn subscribe(&mut self, filter: &str, q: u8) {
         let granted = self.subscribe_with(&[(filter, opts(q))], None);

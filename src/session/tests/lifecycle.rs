@@ -165,42 +165,70 @@ fn expired_messages_dropped_from_queue_and_remaining_interval_forwarded() {
 }
 
 #[test]
-fn take_pending_returns_unreleased_qos12_in_order() {
-    let mut s = session(SessionConfig::default(), v5(2));
+fn take_pending_returns_unreleased_shared_qos12_in_order() {
+    let share = Arc::new(ShareName {
+        group: "g".into(),
+        filter: "t/#".into(),
+    });
+    let shared = |qos| DeliveryOpts {
+        shared: Some(share.clone()),
+        ..opts(qos)
+    };
+    let mut s = session(SessionConfig::default(), v5(3));
     let mut out = Vec::new();
     s.deliver(
         msg(QoS::ExactlyOnce, "rec"),
-        opts(QoS::ExactlyOnce),
+        shared(QoS::ExactlyOnce),
         0,
         &mut out,
     );
     s.deliver(
         msg(QoS::AtLeastOnce, "fly"),
+        shared(QoS::AtLeastOnce),
+        0,
+        &mut out,
+    );
+    // Not through a shared subscription: not handed back.
+    s.deliver(
+        msg(QoS::AtLeastOnce, "plain"),
         opts(QoS::AtLeastOnce),
         0,
         &mut out,
     );
     s.deliver(
         msg(QoS::AtLeastOnce, "q1"),
-        opts(QoS::AtLeastOnce),
+        shared(QoS::AtLeastOnce),
         0,
         &mut out,
     );
     s.disconnect();
     s.deliver(
         msg(QoS::AtMostOnce, "q0"),
-        opts(QoS::AtMostOnce),
+        shared(QoS::AtMostOnce),
+        0,
+        &mut out,
+    );
+    // Granted QoS 0: delivered at QoS 0, so not redispatched either.
+    s.deliver(
+        msg(QoS::AtLeastOnce, "g0"),
+        shared(QoS::AtMostOnce),
         0,
         &mut out,
     );
     s.deliver(
         msg(QoS::ExactlyOnce, "q2"),
-        opts(QoS::ExactlyOnce),
+        shared(QoS::ExactlyOnce),
         0,
         &mut out,
     );
     s.on_pubrec(pid(1), ReasonCode::Success, 0, &mut out);
-    let got: Vec<_> = s.take_pending().map(|m| m.payload.clone()).collect();
+    let got: Vec<_> = s
+        .take_pending()
+        .map(|(m, g)| {
+            assert!(Arc::ptr_eq(&g, &share));
+            m.payload.clone()
+        })
+        .collect();
     assert_eq!(got, ["fly", "q1", "q2"]);
     assert_eq!((s.inflight_len(), s.queue_len()), (0, 0));
     s.compact();
