@@ -459,14 +459,16 @@ impl Broker {
         }
     }
 
-    /// A message for a member on this shard; dispatched again if the member has left.
+    /// A message for a member on this shard; dispatched again if the member has left the group.
     pub(super) fn shared_deliver(&mut self, d: SharedDelivery) {
         let id = d.member.id;
-        let present = self
-            .clients
-            .get(id.client as usize)
-            .is_some_and(|c| c.generation == id.generation);
-        if !present {
+        // Still the same session, and still in the group (it may have unsubscribed while the
+        // message crossed).
+        let member = self.clients.get(id.client as usize).is_some_and(|c| {
+            c.generation == id.generation
+                && c.subs.iter().any(|s| s.share.as_deref() == Some(&*d.share))
+        });
+        if !member {
             self.redispatch(d.msg, &d.share);
             return;
         }

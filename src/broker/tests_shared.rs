@@ -241,3 +241,50 @@ fn unacked_qos12_of_an_ended_session_are_redispatched_then_dropped_and_counted()
     assert_eq!(b.counters.shared_dropped_no_member, 4);
     assert_eq!(b.counters.dropped() - before, 4);
 }
+
+#[test]
+fn a_message_for_a_member_that_unsubscribed_meanwhile_goes_to_another_member() {
+    let mut b = shard0();
+    let a = connected(&mut b, &id_on(0, "a"));
+    let member_a = match subscribe(&mut b, a, "$share/g/u", QoS::AtLeastOnce).as_slice() {
+        [MeshMsg::SharedAdd(m), ..] => m.member,
+        other => panic!("{other:?}"),
+    };
+    let other = connected(&mut b, &id_on(0, "b"));
+    subscribe(&mut b, other, "$share/g/u", QoS::AtLeastOnce);
+    // A leaves the group but stays connected; shard 1 had already picked it.
+    let mut rx = bytes_of(Packet::Unsubscribe(Unsubscribe {
+        packet_id: NonZeroU16::new(2).unwrap(),
+        properties: Default::default(),
+        filters: vec![MqttStr::from("$share/g/u")],
+    }));
+    b.input(a, &mut rx, 2);
+    assert!(matches!(
+        output(&mut b, a).as_slice(),
+        [Packet::UnsubAck(_)]
+    ));
+    assert!(matches!(mesh(&mut b).as_slice(), [MeshMsg::SharedDel(_)]));
+    let msg = Message::from_publish(
+        Publish {
+            qos: QoS::AtLeastOnce,
+            topic: "u".into(),
+            packet_id: NonZeroU16::new(1),
+            payload: Bytes::from_static(b"crossed"),
+            ..Default::default()
+        },
+        42,
+        0,
+        None,
+    );
+    b.mesh_in(
+        1,
+        MeshMsg::SharedPublish(Box::new(SharedDelivery {
+            msg: Arc::new(msg),
+            share: share("g", "u"),
+            member: member_a,
+        })),
+        3,
+    );
+    assert!(output(&mut b, a).is_empty(), "A is no longer a member");
+    assert_eq!(payloads(&output(&mut b, other)), ["crossed"]);
+}
