@@ -165,13 +165,14 @@ struct PendingSubAck {
     seq: u64,
     /// Lock replies still awaited (exclusive subscriptions).
     locks: usize,
-    /// `$SYS` subscribed events, published after the SUBACK.
-    events: Vec<(MqttStr, (QoS, bool, bool))>,
+    /// `$SYS` subscribed (options) and unsubscribed (`None`) events, published after the ack.
+    events: Vec<(MqttStr, Option<(QoS, bool, bool)>)>,
     epoch: u64,
     conn: ConnId,
     client: ClientKey,
     generation: u32,
-    ack: SubAck,
+    /// A SUBACK, or an UNSUBACK held behind one or behind its own sync.
+    ack: Packet,
     retained: Vec<(MqttStr, SubOpts)>,
 }
 
@@ -239,7 +240,9 @@ impl Broker {
         let Some(p) = self.route_sync.pending.iter_mut().find(|p| p.seq == seq) else {
             return;
         };
-        p.ack.reasons[index] = reason;
+        if let Packet::SubAck(ack) = &mut p.ack {
+            ack.reasons[index] = reason;
+        }
         p.retained.extend(send);
         p.locks -= 1;
         // The subscription just made may have added a route.
@@ -253,7 +256,7 @@ impl Broker {
         conn: ConnId,
         key: ClientKey,
         generation: u32,
-        ack: SubAck,
+        ack: Packet,
         retained: Vec<(MqttStr, SubOpts)>,
     ) {
         let current = self
@@ -268,7 +271,7 @@ impl Broker {
             .get(conn as usize)
             .is_some_and(|c| c.client == Some(key))
         {
-            self.send(conn, &Packet::SubAck(ack));
+            self.send(conn, &ack);
         }
         for (filter, opts) in retained {
             self.query_retained(key, filter, opts);
@@ -335,7 +338,7 @@ impl Broker {
         let events = std::mem::take(&mut self.sys.sub_events);
         let sync = &mut self.route_sync;
         if locks == 0 && sync.pending.is_empty() && sync.synced(self.shard) >= sync.epoch {
-            self.complete_subscribe(id, key, generation, ack, retained);
+            self.complete_subscribe(id, key, generation, Packet::SubAck(ack), retained);
             self.publish_sub_events(key, events);
             return Flow::Continue;
         }
@@ -349,7 +352,7 @@ impl Broker {
             conn: id,
             client: key,
             generation,
-            ack,
+            ack: Packet::SubAck(ack),
             retained,
             events,
         });
@@ -416,7 +419,7 @@ impl Broker {
                 // Published once the SUBACK is out (`publish_sub_events`).
                 if self.settings.sys_events.client_subscribed {
                     let o = (opts.qos, opts.no_local, opts.retain_as_published);
-                    self.sys.sub_events.push((filter.clone(), o));
+                    self.sys.sub_events.push((filter.clone(), Some(o)));
                 }
                 let send = match options.retain_handling {
                     // Shared subscriptions get no retained messages (FEATURES.md §2, §4).
@@ -540,11 +543,15 @@ impl Broker {
     ) -> Flow {
         let mut reasons = Vec::with_capacity(u.filters.len());
         let mut removed = Vec::new();
+        // Whether a share group was left or a lock on another shard released.
+        let mut left_group_or_lock = false;
         for filter in &u.filters {
             let rewritten = self.rewrite_filter(key, filter).map(MqttStr::from);
             let filter = rewritten.as_ref().unwrap_or(filter);
             if let Some(inner) = self.exclusive_filter(filter) {
                 let reason = if self.unsubscribe_exclusive(key, &inner) {
+                    left_group_or_lock |=
+                        super::exclusive::lock_shard(&inner, self.nr_shards) != self.shard;
                     ReasonCode::Success
                 } else {
                     ReasonCode::NoSubscriptionExisted
@@ -569,6 +576,7 @@ impl Broker {
             let reason = match found {
                 Some(i) => {
                     let sub = client.subs.remove(i);
+                    left_group_or_lock |= sub.share.is_some();
                     self.remove_sub(key, &sub);
                     removed.push(sub.filter);
                     ReasonCode::Success
@@ -577,18 +585,44 @@ impl Broker {
             };
             reasons.push(reason);
         }
-        let ack = UnsubAck {
+        let ack = Packet::UnsubAck(UnsubAck {
             packet_id: u.packet_id,
             properties: Default::default(),
             reasons,
-        };
-        self.send(id, &Packet::UnsubAck(ack));
+        });
         // `$SYS` unsubscribed events, after the UNSUBACK.
-        if self.settings.sys_events.client_unsubscribed {
-            for filter in removed {
-                self.event_subscription(key, &filter, None);
-            }
+        let events: Vec<_> = if self.settings.sys_events.client_unsubscribed {
+            removed.into_iter().map(|f| (f, None)).collect()
+        } else {
+            Vec::new()
+        };
+        let sync = &mut self.route_sync;
+        if left_group_or_lock && self.nr_shards > 1 {
+            // Held until the other shards have applied the SharedDel / the lock shard has
+            // dropped the lock: after the UNSUBACK no publisher anywhere picks this member, and
+            // another client can take the exclusive lock at once.
+            sync.epoch += 1;
+        } else if sync.pending.is_empty() {
+            self.send(id, &ack);
+            self.publish_sub_events(key, events);
+            return Flow::Continue;
         }
+        // Behind any held SUBACK, in order.
+        let (seq, epoch) = (sync.next_seq, sync.epoch);
+        sync.next_seq += 1;
+        let generation = self.clients[key as usize].generation;
+        sync.pending.push_back(PendingSubAck {
+            seq,
+            locks: 0,
+            epoch,
+            conn: id,
+            client: key,
+            generation,
+            ack,
+            retained: Vec::new(),
+            events,
+        });
+        self.release_held_subacks();
         Flow::Continue
     }
 

@@ -151,7 +151,7 @@ pub(super) struct SysState {
     pending: Option<(usize, Snapshot)>,
     max: [u64; 10],
     /// `subscribed` events of the SUBSCRIBE being handled, published after its SUBACK.
-    pub sub_events: Vec<(MqttStr, (QoS, bool, bool))>,
+    pub sub_events: Vec<(MqttStr, Option<(QoS, bool, bool)>)>,
 }
 
 /// What the `connected` / `disconnected` events say about a connection, kept with its session.
@@ -438,10 +438,10 @@ impl Broker {
     pub(super) fn publish_sub_events(
         &mut self,
         key: ClientKey,
-        events: Vec<(MqttStr, (QoS, bool, bool))>,
+        events: Vec<(MqttStr, Option<(QoS, bool, bool)>)>,
     ) {
         for (filter, opts) in events {
-            self.event_subscription(key, &filter, Some(opts));
+            self.event_subscription(key, &filter, opts);
         }
     }
 
