@@ -16,12 +16,16 @@ pub fn parse_ifaddrs(s: &str) -> Result<Vec<IpAddr>, String> {
             Some((a, b)) => {
                 let (a, b) = (parse_ip(a.trim())?, parse_ip(b.trim())?);
                 let (lo, hi, v6) = match (a, b) {
-                    (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) as u128, u32::from(b) as u128, false),
+                    (IpAddr::V4(a), IpAddr::V4(b)) => {
+                        (u32::from(a) as u128, u32::from(b) as u128, false)
+                    }
                     (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), true),
                     _ => return Err(format!("--ifaddr {item}: both ends must be of one family")),
                 };
                 if lo > hi {
-                    return Err(format!("--ifaddr {item}: the first address is above the last"));
+                    return Err(format!(
+                        "--ifaddr {item}: the first address is above the last"
+                    ));
                 }
                 if hi - lo + 1 + out.len() as u128 > MAX_IFADDRS {
                     return Err(format!("--ifaddr: more than {MAX_IFADDRS} addresses"));

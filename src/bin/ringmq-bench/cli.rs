@@ -383,11 +383,18 @@ impl Cli {
             filter: None,
             sub_qos: None,
         };
-        let (scenario, common, count, publish, pubs, subs, sub, group, sub_topic) = match self.cmd
-        {
-            Cmd::Conn { common, count } => {
-                (Scenario::Conn, common, count, None, 0, 0, none(), None, None)
-            }
+        let (scenario, common, count, publish, pubs, subs, sub, group, sub_topic) = match self.cmd {
+            Cmd::Conn { common, count } => (
+                Scenario::Conn,
+                common,
+                count,
+                None,
+                0,
+                0,
+                none(),
+                None,
+                None,
+            ),
             Cmd::Sub {
                 common,
                 count,
@@ -398,13 +405,33 @@ impl Cli {
                     filter: None,
                     sub_qos: Some(qos),
                 };
-                (Scenario::Sub, common, 0, None, 0, count, s, None, Some(topic))
+                (
+                    Scenario::Sub,
+                    common,
+                    0,
+                    None,
+                    0,
+                    count,
+                    s,
+                    None,
+                    Some(topic),
+                )
             }
             Cmd::Pub {
                 common,
                 count,
                 publish,
-            } => (Scenario::Pub, common, 0, Some(publish), count, 0, none(), None, None),
+            } => (
+                Scenario::Pub,
+                common,
+                0,
+                Some(publish),
+                count,
+                0,
+                none(),
+                None,
+                None,
+            ),
             Cmd::Fanin {
                 common,
                 publish,
@@ -435,7 +462,17 @@ impl Cli {
                     filter: None,
                     sub_qos,
                 };
-                (Scenario::P2p, common, 0, Some(publish), pairs, pairs, s, None, None)
+                (
+                    Scenario::P2p,
+                    common,
+                    0,
+                    Some(publish),
+                    pairs,
+                    pairs,
+                    s,
+                    None,
+                    None,
+                )
             }
             Cmd::Sharedsub {
                 common,
@@ -446,7 +483,17 @@ impl Cli {
                 subscribe,
             } => {
                 let s = (Scenario::SharedSub, publishers, subscribers, subscribe);
-                (s.0, common, 0, Some(publish), s.1, s.2, s.3, Some(group), None)
+                (
+                    s.0,
+                    common,
+                    0,
+                    Some(publish),
+                    s.1,
+                    s.2,
+                    s.3,
+                    Some(group),
+                    None,
+                )
             }
         };
         let version = match common.version {

@@ -376,7 +376,11 @@ fn summarize(
     } else {
         t.go_ns
     };
-    let window_end = if received > 0 { last_rx } else { t.publish_end_ns };
+    let window_end = if received > 0 {
+        last_rx
+    } else {
+        t.publish_end_ns
+    };
     let window_s = window_end.saturating_sub(window_start) as f64 / 1e9;
     let publish_window_s = last_pub.saturating_sub(t.go_ns) as f64 / 1e9;
     let rate = |n: u64, s: f64| if s > 0.0 { round1(n as f64 / s) } else { 0.0 };

@@ -148,7 +148,10 @@ mod tests {
     #[test]
     fn in_order_stream_is_clean() {
         let s = feed(&[0, 1, 2, 3, 4]);
-        assert_eq!((s.unique, s.duplicates, s.reordered, s.missing()), (5, 0, 0, 0));
+        assert_eq!(
+            (s.unique, s.duplicates, s.reordered, s.missing()),
+            (5, 0, 0, 0)
+        );
         assert_eq!(s.next(), 5);
         assert!(s.gaps.is_empty());
     }

@@ -44,7 +44,9 @@ impl PublishTemplate {
         size: usize,
     ) -> Result<Self, String> {
         if size < HEADER_LEN {
-            return Err(format!("payload size {size} is below the {HEADER_LEN}-byte header"));
+            return Err(format!(
+                "payload size {size} is below the {HEADER_LEN}-byte header"
+            ));
         }
         if topic.len() > u16::MAX as usize {
             return Err("topic longer than 65,535 bytes".into());
@@ -180,11 +182,21 @@ mod tests {
     use ringmq::protocol::{Ack, Decoder, MqttStr, Packet, Publish};
     use std::num::NonZeroU16;
 
-    fn library_encoding(topic: &str, qos: QoS, v: ProtocolVersion, payload: &[u8], pid: u16) -> Vec<u8> {
+    fn library_encoding(
+        topic: &str,
+        qos: QoS,
+        v: ProtocolVersion,
+        payload: &[u8],
+        pid: u16,
+    ) -> Vec<u8> {
         let p = Publish {
             qos,
             topic: MqttStr::from(topic),
-            packet_id: if qos == QoS::AtMostOnce { None } else { NonZeroU16::new(pid) },
+            packet_id: if qos == QoS::AtMostOnce {
+                None
+            } else {
+                NonZeroU16::new(pid)
+            },
             payload: Bytes::copy_from_slice(payload),
             ..Default::default()
         };
@@ -215,7 +227,9 @@ mod tests {
 
     #[test]
     fn small_payloads_are_refused() {
-        assert!(PublishTemplate::new("t", QoS::AtMostOnce, false, ProtocolVersion::V311, 15).is_err());
+        assert!(
+            PublishTemplate::new("t", QoS::AtMostOnce, false, ProtocolVersion::V311, 15).is_err()
+        );
     }
 
     #[test]
@@ -225,7 +239,11 @@ mod tests {
                 let mut p = Publish {
                     qos,
                     topic: MqttStr::from("a/b"),
-                    packet_id: if qos == QoS::AtMostOnce { None } else { NonZeroU16::new(77) },
+                    packet_id: if qos == QoS::AtMostOnce {
+                        None
+                    } else {
+                        NonZeroU16::new(77)
+                    },
                     payload: Bytes::from_static(b"0123456789abcdefXYZ"),
                     ..Default::default()
                 };
@@ -234,7 +252,9 @@ mod tests {
                 }
                 let mut buf = BytesMut::new();
                 Packet::Publish(p).encode(v, &mut buf).unwrap();
-                let h = ringmq::protocol::parse_frame_header(&buf, u32::MAX).unwrap().unwrap();
+                let h = ringmq::protocol::parse_frame_header(&buf, u32::MAX)
+                    .unwrap()
+                    .unwrap();
                 let view = parse_publish(h.flags, &buf[h.header_len..], v.is_v5()).unwrap();
                 assert_eq!(view.qos, qos as u8);
                 assert_eq!(view.packet_id, if qos == QoS::AtMostOnce { 0 } else { 77 });
@@ -265,7 +285,10 @@ mod tests {
                 packet.encode(v, &mut theirs).unwrap();
                 assert_eq!(mine, theirs.to_vec());
                 let mut b = BytesMut::from(&mine[..]);
-                assert_eq!(Decoder::with_version(v, 1 << 20).decode(&mut b).unwrap(), Some(packet.clone()));
+                assert_eq!(
+                    Decoder::with_version(v, 1 << 20).decode(&mut b).unwrap(),
+                    Some(packet.clone())
+                );
             }
         }
         assert_eq!(parse_ack(&[1, 44]), Some((300, 0)));

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use ringmq::protocol::{
-    Connect, ConnectProperties, Decoder, Disconnect, MqttStr, Packet, PacketType, QoS, ReasonCode, Subscribe, SubscriptionOptions, parse_frame_header,
+    Connect, ConnectProperties, Decoder, Disconnect, MqttStr, Packet, PacketType, QoS, ReasonCode,
+    Subscribe, SubscriptionOptions, parse_frame_header,
 };
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -248,7 +249,11 @@ impl Worker {
     pub fn new(id: usize, cfg: Arc<Config>, shared: Arc<Shared>, specs: Vec<ClientSpec>) -> Worker {
         // SAFETY: plain epoll creation.
         let epfd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        assert!(epfd >= 0, "epoll_create1: {}", std::io::Error::last_os_error());
+        assert!(
+            epfd >= 0,
+            "epoll_create1: {}",
+            std::io::Error::last_os_error()
+        );
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
             u64: WAKE,
@@ -344,19 +349,16 @@ impl Worker {
             let timeout = self.timeout_ms(mono_ns());
             // SAFETY: `events` is a valid buffer of that many entries.
             let n = unsafe {
-                libc::epoll_wait(
-                    self.epfd,
-                    events.as_mut_ptr(),
-                    events.len() as i32,
-                    timeout,
-                )
+                libc::epoll_wait(self.epfd, events.as_mut_ptr(), events.len() as i32, timeout)
             };
             for ev in events.iter().take(n.max(0) as usize) {
                 let (flags, key) = (ev.events, ev.u64);
                 if key == WAKE {
                     let mut buf = 0u64;
                     // SAFETY: reading 8 bytes into a local from our eventfd.
-                    unsafe { libc::read(self.shared.wake[self.id], (&mut buf as *mut u64).cast(), 8) };
+                    unsafe {
+                        libc::read(self.shared.wake[self.id], (&mut buf as *mut u64).cast(), 8)
+                    };
                     continue;
                 }
                 self.event(key as u32, flags);
@@ -403,8 +405,15 @@ impl Worker {
             }
         }
         if phase == PHASE_GO && from < PHASE_GO {
-            let go = self.shared.go_ns.load(std::sync::atomic::Ordering::SeqCst).max(1);
-            self.stop_ns = self.shared.stop_ns.load(std::sync::atomic::Ordering::SeqCst);
+            let go = self
+                .shared
+                .go_ns
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .max(1);
+            self.stop_ns = self
+                .shared
+                .stop_ns
+                .load(std::sync::atomic::Ordering::SeqCst);
             let pubs: Vec<u32> = (0..self.conns.len() as u32)
                 .filter(|&k| self.conns[k as usize].publ.is_some())
                 .collect();
@@ -786,7 +795,8 @@ impl Worker {
                 PacketType::PingResp => {}
                 _ => {
                     let mut b = BytesMut::from(&buf[pos..pos + total]);
-                    let decoded = Decoder::with_version(self.cfg.version, MAX_PACKET).decode(&mut b);
+                    let decoded =
+                        Decoder::with_version(self.cfg.version, MAX_PACKET).decode(&mut b);
                     match decoded {
                         Ok(Some(p)) => self.control(k, p),
                         _ => {
@@ -830,7 +840,8 @@ impl Worker {
             l.foreign += 1;
             return;
         }
-        self.latency.saturating_record(now_clock.saturating_sub(ts).max(1));
+        self.latency
+            .saturating_record(now_clock.saturating_sub(ts).max(1));
         let key = ((k as u64) << 32) | p as u64;
         if self.conns[k].spec.shared {
             let last = self.member_last.entry(key).or_insert(0);
@@ -1152,8 +1163,13 @@ impl Worker {
                 }
                 continue;
             }
-            p.tmpl
-                .encode(&mut self.tx, wire::packet_id_for(p.sent), index, seq as u32, ts);
+            p.tmpl.encode(
+                &mut self.tx,
+                wire::packet_id_for(p.sent),
+                index,
+                seq as u32,
+                ts,
+            );
             p.sent += 1;
             written += 1;
             self.local.sent += 1;
@@ -1214,7 +1230,11 @@ impl Worker {
         c.published.store(l.published, Relaxed);
         c.acked.store(l.acked, Relaxed);
         c.inflight.store(
-            if self.cfg.qos == QoS::AtMostOnce { 0 } else { l.sent.saturating_sub(l.acked + l.abandoned) },
+            if self.cfg.qos == QoS::AtMostOnce {
+                0
+            } else {
+                l.sent.saturating_sub(l.acked + l.abandoned)
+            },
             Relaxed,
         );
         c.subscribed.store(l.subscribed, Relaxed);
