@@ -42,6 +42,8 @@ const READS_PER_EVENT: usize = 8;
 /// Buffers bigger than this are released when they empty.
 const KEEP_BUF: usize = 4 << 10;
 const WAKE: u64 = u64::MAX;
+/// Time one round of publishing may take before reads are served again.
+const PUBLISH_BUDGET_NS: u64 = 200_000;
 
 pub fn mono_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC)
@@ -243,6 +245,8 @@ pub struct Worker {
     v5: bool,
     window: u64,
     shutting_down: bool,
+    /// The payload clock when this process started: older send times are from another run.
+    run_start_clock: u64,
 }
 
 impl Worker {
@@ -299,6 +303,7 @@ impl Worker {
             v5: cfg.version.is_v5(),
             window: cfg.inflight as u64,
             shutting_down: false,
+            run_start_clock: clock_ns(cfg.clock.id()),
             conns: Vec::with_capacity(specs.len()),
             cfg,
             shared,
@@ -834,8 +839,10 @@ impl Worker {
             l.foreign += 1;
             return;
         };
+        // Composite scenarios: only this run's publishers, and nothing sent before it started
+        // (a broker may still be delivering an earlier run's backlog on the same topics).
         if let Some((lo, hi)) = self.known_pubs
-            && !(lo..hi).contains(&(p as u64))
+            && (!(lo..hi).contains(&(p as u64)) || ts < self.run_start_clock)
         {
             l.foreign += 1;
             return;
@@ -1096,18 +1103,23 @@ impl Worker {
             self.ready.push(k);
         }
         let mut ready = std::mem::take(&mut self.ready);
-        for &k in &ready {
+        let mut served = 0;
+        while served < ready.len() {
+            // Within a time budget, so that reads (acks, subscribers) wait little.
+            if served % 8 == 7 && mono_ns().saturating_sub(now) > PUBLISH_BUDGET_NS {
+                break;
+            }
+            let k = ready[served];
+            served += 1;
             if let Some(p) = self.conns[k as usize].publ.as_mut() {
                 p.queued = false;
             }
-        }
-        for &k in &ready {
             self.try_publish(k as usize, now);
         }
-        ready.clear();
-        if self.ready.is_empty() {
-            self.ready = ready;
-        }
+        // Those not served stay queued and go first next time.
+        ready.drain(..served);
+        ready.append(&mut self.ready);
+        self.ready = ready;
     }
 
     fn try_publish(&mut self, k: usize, now: u64) {
@@ -1248,7 +1260,24 @@ impl Worker {
         self.shutting_down = true;
         let v = self.cfg.version;
         for k in 0..self.conns.len() {
-            if self.conns[k].state == State::Ready {
+            let unsent = self.conns[k].sock.as_ref().is_some_and(|s| {
+                let mut n: libc::c_int = 0;
+                // SAFETY: TIOCOUTQ (SIOCOUTQ) writes the socket's unsent byte count into `n`.
+                unsafe { libc::ioctl(s.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+                n > 0
+            }) || self.conns[k].wpos < self.conns[k].wbuf.len();
+            if unsent {
+                // A backlog of this run's messages must not keep flowing into the broker
+                // after we are gone: reset the connection instead of a graceful close.
+                if let Some(s) = self.conns[k].sock.as_ref() {
+                    let _ = s.set_linger(Some(std::time::Duration::ZERO));
+                }
+                if self.conns[k].state == State::Ready {
+                    self.close(k, "shutdown");
+                } else {
+                    self.drop_socket(k);
+                }
+            } else if self.conns[k].state == State::Ready {
                 let mut b = BytesMut::new();
                 let _ = Packet::Disconnect(Disconnect::default()).encode(v, &mut b);
                 self.conns[k].wbuf.extend_from_slice(&b);
