@@ -236,12 +236,11 @@ fn orchestrate(cfg: &Config, sh: &Shared, start_ns: u64) -> Timeline {
                 phase = PHASE_GO;
                 sh.set_phase(phase);
             }
-            PHASE_GO if cfg.publishers == 0 => {
-                if interrupted || now >= hold_until {
-                    t.publish_end_ns = now;
-                    break;
-                }
+            PHASE_GO if cfg.publishers == 0 && (interrupted || now >= hold_until) => {
+                t.publish_end_ns = now;
+                break;
             }
+            PHASE_GO if cfg.publishers == 0 => {}
             PHASE_GO => {
                 let done = sh.sum(|c| &c.pub_done) as usize >= sh.counters.len();
                 if done || interrupted {
