@@ -61,7 +61,13 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     init_logging(&cli, &config);
-    let opts = options(&cli, &config);
+    let opts = match options(&cli, &config) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("ringmq: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match runtime::run(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -83,7 +89,9 @@ fn not_yet_supported(c: &Config) -> Result<(), String> {
     Ok(())
 }
 
-fn options(cli: &Cli, config: &Config) -> Options {
+/// The runtime options from the command line over the config; a core list that does not fit the
+/// shard count is refused.
+fn options(cli: &Cli, config: &Config) -> Result<Options, String> {
     let binds = if cli.bind.is_empty() {
         config
             .listeners
@@ -112,13 +120,32 @@ fn options(cli: &Cli, config: &Config) -> Options {
         Shards::Auto if !cores.is_empty() => cores.len(),
         Shards::Auto => std::thread::available_parallelism().map_or(1, |n| n.get()),
     });
-    Options {
+    if shards == 0 {
+        return Err("--shards 0: at least one shard is needed".into());
+    }
+    if !cores.is_empty() && cores.len() != shards {
+        let from = if cli.cores.is_empty() {
+            "runtime.cores"
+        } else {
+            "--cores"
+        };
+        return Err(format!(
+            "{from} lists {} core(s) ({cores:?}) but {shards} shard(s) are to run: give one core per shard",
+            cores.len()
+        ));
+    }
+    let mut seen = cores.clone();
+    seen.sort_unstable();
+    if let Some(w) = seen.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!("--cores {cores:?}: core {} is listed twice", w[0]));
+    }
+    Ok(Options {
         settings: Settings::from_config(config),
         binds,
         shards,
         pin_cores: config.runtime.pin_cores && !cli.no_pin,
         cores,
-    }
+    })
 }
 
 fn init_logging(cli: &Cli, config: &Config) {

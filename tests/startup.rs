@@ -134,6 +134,25 @@ fn config_errors_exit_non_zero_naming_key_and_value() {
 }
 
 #[test]
+fn a_core_list_that_does_not_fit_the_shards_is_refused() {
+    let bind = format!("127.0.0.1:{}", free_port());
+    let cases: [(&[&str], &str); 3] = [
+        (&["--shards", "2", "--cores", "1"], "--cores"),
+        (&["--shards", "2", "--cores", "0,0"], "listed twice"),
+        (&["--shards", "0"], "--shards 0"),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["--bind", &bind];
+        all.extend_from_slice(args);
+        let (out, _) = run_ringmq(&all, Duration::from_secs(10));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn a_taken_port_stops_the_second_broker_quickly() {
     let first = Broker::start(2);
     let (out, elapsed) = run_ringmq(
