@@ -16,6 +16,13 @@ pub const MESH_BATCH_MESSAGES_MAX: usize = 1024;
 /// size of each shard's one scratch read buffer).
 pub const READ_TURN_BYTES_MAX: usize = 64 * 1024;
 
+/// Ready sockets a shard's reactor serves in one round before the shard's other tasks (mesh,
+/// flushers, ticker) get their turn.
+pub const READY_EVENTS_PER_ROUND: usize = 256;
+
+/// Connections one listener accepts in one round.
+pub const ACCEPTS_PER_ROUND: usize = 64;
+
 /// Bytes queued for one client socket above which QoS 0 messages to it are dropped (and
 /// counted): a stalled subscriber cannot grow broker memory. QoS 1/2 are bounded by the in-flight
 /// window and the session's message queue instead.

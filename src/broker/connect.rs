@@ -335,12 +335,12 @@ impl Broker {
         self.send_mesh(home, super::MeshMsg::Handoff(Box::new(h)));
     }
 
-    /// The connection was moved to another shard before its CONNECT completed here.
-    pub fn release(&mut self, id: ConnId) {
-        if self.conns.contains(id as usize) {
-            self.conns.remove(id as usize);
-            self.keepalive.disarm(id);
-        }
+    /// The connection was moved to another shard before its CONNECT completed here; returns
+    /// its peer address.
+    pub fn release(&mut self, id: ConnId) -> Option<std::net::SocketAddr> {
+        let conn = self.conns.try_remove(id as usize)?;
+        self.keepalive.disarm(id);
+        Some(conn.peer)
     }
 
     pub(super) fn fire_delayed_will(&mut self, key: ClientKey) {
