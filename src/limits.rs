@@ -23,6 +23,12 @@ pub const READY_EVENTS_PER_ROUND: usize = 256;
 /// Connections one listener accepts in one round.
 pub const ACCEPTS_PER_ROUND: usize = 64;
 
+/// Connections (and sessions) per shard whose tables are reserved up front: address space only
+/// (the allocator maps tables this large lazily, so untouched entries cost no memory), but the
+/// per-connection tables then never move or leave the freed blocks of their doubling behind
+/// while a shard fills up. Beyond it they grow by doubling as usual.
+pub const CONNECTIONS_RESERVED_PER_SHARD: usize = 1 << 16;
+
 /// Bytes queued for one client socket above which QoS 0 messages to it are dropped (and
 /// counted): a stalled subscriber cannot grow broker memory. QoS 1/2 are bounded by the in-flight
 /// window and the session's message queue instead.

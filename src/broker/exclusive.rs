@@ -100,7 +100,7 @@ impl Broker {
     pub(super) fn holder(&self, key: ClientKey) -> Holder {
         Holder {
             shard: self.shard,
-            client_id: self.clients[key as usize].id.clone(),
+            client_id: MqttStr::from(&*self.clients[key as usize].id),
         }
     }
 
@@ -189,10 +189,8 @@ impl Broker {
     /// UNSUBSCRIBE of `$exclusive/<filter>`: removes the subscription and releases the lock;
     /// whether either existed.
     pub(super) fn unsubscribe_exclusive(&mut self, key: ClientKey, filter: &MqttStr) -> bool {
-        let client = &mut self.clients[key as usize];
-        let before = client.subs.len();
-        client.subs.retain(|s| s.filter != *filter);
-        let removed = client.subs.len() < before;
+        let fid = self.local.id(filter);
+        let removed = fid.is_some_and(|f| self.clients[key as usize].subs.remove(f));
         if removed {
             self.remove_local_sub(key, filter);
         }

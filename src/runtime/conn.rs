@@ -22,7 +22,9 @@ use bytes::{Buf, BytesMut};
 use super::poller::{READ, WRITE};
 use super::shard::Shard;
 use crate::broker::{ConnId, Handoff, Input};
-use crate::limits::{ACCEPTS_PER_ROUND, CLOSE_LINGER_MS, READY_EVENTS_PER_ROUND};
+use crate::limits::{
+    ACCEPTS_PER_ROUND, CLOSE_LINGER_MS, CONNECTIONS_RESERVED_PER_SHARD, READY_EVENTS_PER_ROUND,
+};
 use crate::protocol::Connect;
 
 /// Tokens at and above this one name listeners (`LISTENER_TOKEN + index`), below it connections.
@@ -64,7 +66,6 @@ struct Bufs {
 }
 
 /// The socket state of one shard's connections, and its listeners.
-#[derive(Default)]
 pub struct Sockets {
     slots: Vec<Slot>,
     /// Lingering connections in deadline order: (deadline ms, id, generation).
@@ -73,13 +74,24 @@ pub struct Sockets {
     listeners: Vec<Option<(OwnedFd, u16)>>,
 }
 
+impl Default for Sockets {
+    fn default() -> Self {
+        Sockets {
+            slots: Vec::with_capacity(CONNECTIONS_RESERVED_PER_SHARD),
+            lingering: VecDeque::new(),
+            listeners: Vec::new(),
+        }
+    }
+}
+
 impl Sockets {
     fn slot(&mut self, id: ConnId) -> Option<&mut Slot> {
         self.slots.get_mut(id as usize).filter(|s| s.fd >= 0)
     }
 
     fn bufs(&mut self, id: ConnId) -> Option<&mut Bufs> {
-        self.slot(id).map(|s| &mut **s.bufs.get_or_insert_with(Box::default))
+        self.slot(id)
+            .map(|s| &mut **s.bufs.get_or_insert_with(Box::default))
     }
 }
 
@@ -101,8 +113,7 @@ impl Shard {
             let port = l.local_addr()?.as_socket().map_or(0, |a| a.port());
             // SAFETY: `into_raw_fd` gives up ownership of a valid listening socket.
             let fd = unsafe { OwnedFd::from_raw_fd(l.into_raw_fd()) };
-            self.poller
-                .add(raw(&fd), LISTENER_TOKEN + i as u64, READ)?;
+            self.poller.add(raw(&fd), LISTENER_TOKEN + i as u64, READ)?;
             self.sockets.borrow_mut().listeners.push(Some((fd, port)));
         }
         Ok(())
