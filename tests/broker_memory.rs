@@ -2,13 +2,23 @@
 //! session, keep-alive 600 s, one QoS 1 subscription each to its own topic — the load of
 //! `benches/idle_connections.py` — fed to one shard's `Broker` without sockets. A counting global
 //! allocator measures the live heap, including malloc's per-chunk overhead
-//! (`malloc_usable_size` + one header word), so the figure is what RSS would show, minus the
-//! runtime. Run with `--nocapture` for the breakdown by phase.
+//! (`malloc_usable_size` + one header word); allocations of 1 MiB and more (the per-connection
+//! tables reserved up front, which the allocator maps lazily) count with their resident pages
+//! (`mincore`), so the figure is what RSS would show, minus the runtime. Run with
+//! `--nocapture` for the breakdown by phase.
+//!
+//! And the same load against the real broker (both shard counts), by the growth of its RSS: the
+//! runtime's share included, and the test that would catch a task or a buffer per connection
+//! coming back.
+
+mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use ringmq::broker::{Broker, Input, Settings};
@@ -17,9 +27,63 @@ struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
+const LARGE_BYTES: usize = 1 << 20;
+/// Live large allocations: (address, size) pairs, address 0 = free entry.
+static LARGE: [(AtomicUsize, AtomicUsize); 64] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; 64];
+
 fn footprint(ptr: *mut u8) -> isize {
     // SAFETY: `ptr` is a live allocation of the system allocator.
-    (unsafe { libc::malloc_usable_size(ptr.cast()) } + 8) as isize
+    let size = unsafe { libc::malloc_usable_size(ptr.cast()) };
+    if size >= LARGE_BYTES {
+        let (addr, len) = LARGE
+            .iter()
+            .find(|(a, _)| {
+                a.compare_exchange(0, ptr as usize, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            })
+            .expect("more than 64 large allocations");
+        len.store(size, Ordering::Release);
+        let _ = addr;
+        return 0;
+    }
+    (size + 8) as isize
+}
+
+fn forget(ptr: *mut u8) -> isize {
+    // SAFETY: `ptr` is a live allocation of the system allocator.
+    let size = unsafe { libc::malloc_usable_size(ptr.cast()) };
+    if size >= LARGE_BYTES {
+        if let Some((addr, _)) = LARGE
+            .iter()
+            .find(|(a, _)| a.load(Ordering::Acquire) == ptr as usize)
+        {
+            addr.store(0, Ordering::Release);
+        }
+        return 0;
+    }
+    (size + 8) as isize
+}
+
+/// Resident bytes of the live large allocations.
+fn large_resident() -> isize {
+    let page = 4096;
+    let mut total = 0;
+    for (addr, len) in &LARGE {
+        let a = addr.load(Ordering::Acquire);
+        if a == 0 {
+            continue;
+        }
+        let start = a / page * page;
+        let end = (a + len.load(Ordering::Acquire)).div_ceil(page) * page;
+        let mut vec = vec![0u8; (end - start) / page];
+        // SAFETY: the range covers mapped pages of a live allocation; `vec` has one byte per page.
+        if unsafe { libc::mincore(start as *mut libc::c_void, end - start, vec.as_mut_ptr()) } == 0
+        {
+            total += vec.iter().filter(|&&b| b & 1 != 0).count() * page;
+        }
+    }
+    total as isize
 }
 
 unsafe impl GlobalAlloc for Counting {
@@ -38,11 +102,11 @@ unsafe impl GlobalAlloc for Counting {
         p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(footprint(ptr), Ordering::Relaxed);
+        LIVE.fetch_sub(forget(ptr), Ordering::Relaxed);
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let before = footprint(ptr);
+        let before = forget(ptr);
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             LIVE.fetch_add(footprint(p) - before, Ordering::Relaxed);
@@ -55,7 +119,7 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 fn live() -> isize {
-    LIVE.load(Ordering::Relaxed)
+    LIVE.load(Ordering::Relaxed) + large_resident()
 }
 
 fn mqtt_str(out: &mut Vec<u8>, s: &str) {
@@ -135,6 +199,9 @@ fn per_connection(n: usize) -> Phases {
     p
 }
 
+/// The broker's state per idle connection, malloc overhead included (1,145 B before issue 5).
+const BROKER_STATE_BYTES_MAX: isize = 512;
+
 #[test]
 fn broker_state_per_idle_connection_is_small() {
     for n in [1_000, 15_000] {
@@ -144,5 +211,59 @@ fn broker_state_per_idle_connection_is_small() {
             "{n} connections: open {} + connect {} + subscribe {} = {total} B per connection",
             p.open, p.connect, p.subscribe
         );
+        assert!(
+            total <= BROKER_STATE_BYTES_MAX,
+            "{n} idle connections: {total} B of broker state each"
+        );
+    }
+}
+
+fn vm_rss_bytes(pid: u32) -> i64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: i64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib * 1024
+}
+
+/// Idle connections opened against the real broker: enough that allocator noise averages out,
+/// few enough for the file limit of this process.
+const RSS_CONNECTIONS: usize = 5_000;
+/// RSS growth per idle connection allowed: generous (measured: ~450-500 B with one shard,
+/// ~800-900 B with two; a task and a stream per connection, as before issue 5, cost 2.2-2.6 KB).
+const RSS_BYTES_PER_CONNECTION_MAX: i64 = 1_500;
+
+#[test]
+fn idle_connections_grow_the_brokers_rss_little() {
+    for shards in [1, 2] {
+        let broker = support::Broker::start(shards);
+        let pid = broker.pid();
+        let before = vm_rss_bytes(pid);
+        let conns: Vec<_> = (0..RSS_CONNECTIONS)
+            .map(|i| {
+                let mut s = std::net::TcpStream::connect(broker.addr()).unwrap();
+                let (c, sub) = client_bytes(i);
+                s.write_all(&[c, sub].concat()).unwrap();
+                s
+            })
+            .collect();
+        for (i, mut s) in conns.iter().enumerate() {
+            // CONNACK, then SUBACK granting QoS 1.
+            let mut acks = [0u8; 9];
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s.read_exact(&mut acks)
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+            assert_eq!(acks, [0x20, 2, 0, 0, 0x90, 3, 0, 1, 1], "connection {i}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let per = (vm_rss_bytes(pid) - before) / RSS_CONNECTIONS as i64;
+        println!("{shards} shard(s): {per} B of RSS per idle connection");
+        assert!(
+            per <= RSS_BYTES_PER_CONNECTION_MAX,
+            "{shards} shard(s): {per} B of RSS per idle connection"
+        );
+        drop(conns);
     }
 }
