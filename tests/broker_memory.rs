@@ -171,7 +171,7 @@ fn per_connection(n: usize) -> Phases {
         ids.push(b.open(peer, 0));
     }
     let opened = live();
-    let mut feed = |b: &mut Broker, which: usize| {
+    let feed = |b: &mut Broker, which: usize| {
         for (&id, (c, s)) in ids.iter().zip(&inputs) {
             let mut rx = BytesMut::from(&[c, s][which][..]);
             assert!(matches!(b.input(id, &mut rx, 0), Input::Continue));

@@ -264,7 +264,7 @@ impl Broker {
         if let Some(will) = client.will.take()
             && will.delay_secs == 0
         {
-            self.publish_will(key, will);
+            self.publish_will(key, *will);
         }
     }
 
@@ -309,7 +309,7 @@ impl Broker {
         let ends_now = client.expiry_secs == 0 || reason == CloseReason::Shutdown;
         if let Some(will) = client.will.take() {
             if will.delay_secs == 0 || ends_now {
-                self.publish_will(key, will);
+                self.publish_will(key, *will);
             } else {
                 let delay = will.delay_secs.min(client.expiry_secs);
                 self.clients[key as usize].will = Some(will);
@@ -354,7 +354,7 @@ impl Broker {
             return;
         }
         if let Some(will) = client.will.take() {
-            self.publish_will(key, will);
+            self.publish_will(key, *will);
         }
     }
 
@@ -374,7 +374,7 @@ impl Broker {
         self.will_delay.disarm(key);
         self.expiry.disarm(key);
         if let Some(will) = self.clients[key as usize].will.take() {
-            self.publish_will(key, will);
+            self.publish_will(key, *will);
         }
         self.end_exclusive(key);
         let subs = std::mem::take(&mut self.clients[key as usize].subs);
@@ -387,7 +387,7 @@ impl Broker {
         self.by_id.remove(&client.id, key);
     }
 
-    fn publish_will(&mut self, key: ClientKey, mut will: Box<Will>) {
+    fn publish_will(&mut self, key: ClientKey, mut will: Will) {
         // A will is published like a PUBLISH, so it is rewritten like one (FEATURES.md §8).
         if let Some(topic) = self.rewrite_publish_topic(key, &will.topic) {
             if validate_topic_name(&topic, self.settings.max_topic_levels).is_err() {
@@ -431,7 +431,7 @@ impl Broker {
         for key in keys {
             self.will_delay.disarm(key);
             if let Some(will) = self.clients[key as usize].will.take() {
-                self.publish_will(key, will);
+                self.publish_will(key, *will);
             }
         }
     }
