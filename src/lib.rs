@@ -9,7 +9,8 @@
 //!   forms, and the subscription trie that matches a topic against all filters.
 //! - [`limits`]: every internal bound (queues, buffers, batches) in one place.
 //! - [`runtime`]: the only code that touches glommio and sockets: shards, listeners, the
-//!   connection driver, the mesh, timers and signals.
+//!   reactor that serves every socket of a shard over its epoll ring, the mesh, timers and
+//!   signals.
 //! - [`session`]: per-client session state on its home shard (in-flight window, queue, QoS 2, topic aliases), sans-io.
 
 pub mod broker;

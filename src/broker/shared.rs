@@ -74,10 +74,18 @@ pub(super) struct Pick {
     sticky: Option<MemberId>,
 }
 
+/// A client's shared-subscription state, allocated on first use: its memberships, and as a
+/// publisher its per-group strategy state.
+#[derive(Debug, Default)]
+pub(super) struct ClientShared {
+    pub subs: Vec<(Arc<ShareName>, SubOpts)>,
+    pub picks: Picks,
+}
+
 /// Who published the message being dispatched, when it is a client of this shard.
 pub(super) struct Publisher<'a> {
     pub client_id: &'a str,
-    pub picks: &'a mut Option<Box<Picks>>,
+    pub state: &'a mut Option<Box<ClientShared>>,
 }
 
 #[derive(Debug)]
@@ -299,7 +307,7 @@ fn client_hash(publisher: Option<&Publisher<'_>>, msg: &Message) -> u64 {
 
 /// A publisher's state for `share`, created with a random `round_robin` start.
 fn pick_state<'p>(p: &'p mut Publisher<'_>, share: &Arc<ShareName>, rng: &mut Rng) -> &'p mut Pick {
-    let picks = p.picks.get_or_insert_with(Default::default);
+    let picks = &mut p.state.get_or_insert_with(Default::default).picks;
     if !picks.contains_key(share) {
         let start = rng.next();
         picks.insert(
@@ -372,6 +380,58 @@ impl Broker {
         }
     }
 
+    /// Adds or updates `key`'s membership of `share`; `Some(existed)`, or `None` over
+    /// `max_subscriptions`.
+    pub(super) fn add_shared_sub(
+        &mut self,
+        key: ClientKey,
+        share: Arc<ShareName>,
+        opts: SubOpts,
+    ) -> Option<bool> {
+        let count = self.subscription_count(key);
+        let max = self.settings.max_subscriptions;
+        let state = self.clients[key as usize]
+            .shared
+            .get_or_insert_with(Default::default);
+        let existed = match state.subs.iter_mut().find(|(n, _)| **n == *share) {
+            Some(entry) => {
+                entry.1 = opts;
+                true
+            }
+            None if max.is_some_and(|max| count >= max) => return None,
+            None => {
+                state.subs.push((share.clone(), opts));
+                false
+            }
+        };
+        self.shared_join(key, &share, opts);
+        Some(existed)
+    }
+
+    /// Ends `key`'s membership of `share`; whether it was a member.
+    pub(super) fn remove_shared_sub(&mut self, key: ClientKey, share: &ShareName) -> bool {
+        let Some(state) = self.clients[key as usize].shared.as_mut() else {
+            return false;
+        };
+        let Some(i) = state.subs.iter().position(|(n, _)| **n == *share) else {
+            return false;
+        };
+        let (share, _) = state.subs.remove(i);
+        self.shared_leave(key, &share);
+        true
+    }
+
+    /// Ends every membership of a session that ends.
+    pub(super) fn end_shared(&mut self, key: ClientKey) {
+        let subs = match self.clients[key as usize].shared.as_mut() {
+            Some(state) => std::mem::take(&mut state.subs),
+            None => return,
+        };
+        for (share, _) in subs {
+            self.shared_leave(key, &share);
+        }
+    }
+
     /// `key` joins `share` (or changes its options): applied here, broadcast to the other shards;
     /// the SUBACK waits for them (the route epoch).
     pub(super) fn shared_join(&mut self, key: ClientKey, share: &Arc<ShareName>, opts: SubOpts) {
@@ -437,7 +497,7 @@ impl Broker {
             .and_then(|k| self.clients.get_mut(k as usize))
             .map(|c| Publisher {
                 client_id: &c.id,
-                picks: &mut c.share_picks,
+                state: &mut c.shared,
             });
         self.shared
             .pick_all(msg, ctx, publisher, &mut self.matches, &mut picked);
@@ -466,7 +526,9 @@ impl Broker {
         // message crossed).
         let member = self.clients.get(id.client as usize).is_some_and(|c| {
             c.generation == id.generation
-                && c.subs.iter().any(|s| s.share.as_deref() == Some(&*d.share))
+                && c.shared
+                    .as_ref()
+                    .is_some_and(|s| s.subs.iter().any(|(n, _)| **n == *d.share))
         });
         if !member {
             self.redispatch(d.msg, &d.share);

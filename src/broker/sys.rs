@@ -223,11 +223,17 @@ impl Broker {
             .iter()
             .filter(|(_, c)| c.client.is_some() && c.close.is_none())
             .count();
-        let subscriptions: usize = self.clients.iter().map(|(_, c)| c.subs.len()).sum();
+        let subscriptions: usize = self
+            .clients
+            .iter()
+            .map(|(k, _)| self.subscription_count(k as u32))
+            .sum();
         let subscribers = self
             .clients
             .iter()
-            .filter(|(_, c)| !c.subs.is_empty())
+            .filter(|(_, c)| {
+                !c.subs.is_empty() || c.shared.as_ref().is_some_and(|s| !s.subs.is_empty())
+            })
             .count();
         let topics = self.local.len() as u64;
         Snapshot {
