@@ -10,43 +10,43 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::num::NonZeroU16;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use ringmq::protocol::{
+    Connect, MqttStr, Packet, ProtocolVersion, Publish, Subscribe, SubscriptionOptions,
+};
 
 const TOPIC: &str = "fan/in";
 const PAYLOAD_BYTES: usize = 64;
 const WARMUP: Duration = Duration::from_secs(1);
 
-fn mqtt_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u16).to_be_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
-
-fn packet(kind: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![kind];
-    let mut rl = body.len();
-    loop {
-        let d = (rl % 128) as u8;
-        rl /= 128;
-        out.push(if rl > 0 { d | 0x80 } else { d });
-        if rl == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(body);
-    out
+/// One packet encoded as MQTT 3.1.1 by the library's codec.
+fn encode(p: Packet) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    p.encode(ProtocolVersion::V311, &mut out).expect("encodes");
+    out.to_vec()
 }
 
 /// Connects as an MQTT 3.1.1 client (clean session, no keep-alive) and waits for the CONNACK.
 fn connect(addr: &str, id: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_nodelay(true).unwrap();
-    let mut body = Vec::new();
-    mqtt_str(&mut body, "MQTT");
-    body.extend_from_slice(&[4, 0x02, 0, 0]);
-    mqtt_str(&mut body, id);
-    s.write_all(&packet(0x10, &body)).unwrap();
+    let connect = Connect {
+        protocol: ProtocolVersion::V311,
+        clean_start: true,
+        keep_alive: 0,
+        properties: Default::default(),
+        client_id: MqttStr::from(id),
+        will: None,
+        username: None,
+        password: None,
+    };
+    s.write_all(&encode(Packet::Connect(Box::new(connect))))
+        .unwrap();
     let mut ack = [0u8; 4];
     s.read_exact(&mut ack).unwrap();
     assert_eq!(ack, [0x20, 2, 0, 0], "CONNACK");
@@ -66,18 +66,22 @@ fn main() {
     let seconds: u64 = args.get(2).map_or(5, |a| a.parse().expect("SECONDS"));
 
     let mut sub = connect(&addr, "fan-sub");
-    let mut body = vec![0, 1];
-    mqtt_str(&mut body, TOPIC);
-    body.push(0);
-    sub.write_all(&packet(0x82, &body)).unwrap();
+    let subscribe = Subscribe {
+        packet_id: NonZeroU16::new(1).unwrap(),
+        properties: Default::default(),
+        filters: vec![(MqttStr::from(TOPIC), SubscriptionOptions::default())],
+    };
+    sub.write_all(&encode(Packet::Subscribe(subscribe)))
+        .unwrap();
     let mut suback = [0u8; 5];
     sub.read_exact(&mut suback).unwrap();
     assert_eq!(suback[0], 0x90, "SUBACK");
 
-    let mut publish_body = Vec::new();
-    mqtt_str(&mut publish_body, TOPIC);
-    publish_body.extend_from_slice(&[b'x'; PAYLOAD_BYTES]);
-    let one = packet(0x30, &publish_body);
+    let one = encode(Packet::Publish(Publish {
+        topic: MqttStr::from(TOPIC),
+        payload: Bytes::from(vec![b'x'; PAYLOAD_BYTES]),
+        ..Default::default()
+    }));
     let batch: Vec<u8> = one.iter().copied().cycle().take(one.len() * 256).collect();
 
     let stop = Arc::new(AtomicBool::new(false));

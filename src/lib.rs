@@ -7,6 +7,7 @@
 //! - [`protocol`]: sans-io codec for every MQTT packet of protocol levels 3, 4 and 5 (no I/O, no clock).
 //! - [`topic`]: topic name / filter validation, the `$share` / `$queue` / `$exclusive` / `$delayed`
 //!   forms, and the subscription trie that matches a topic against all filters.
+//! - [`rng`]: the seedable generator behind shared-subscription dispatch.
 //! - [`limits`]: every internal bound (queues, buffers, batches) in one place.
 //! - [`runtime`]: the only code that touches glommio and sockets: shards, listeners, the
 //!   reactor that serves every socket of a shard over its epoll ring, the mesh, timers and
@@ -17,6 +18,7 @@ pub mod broker;
 pub mod config;
 pub mod limits;
 pub mod protocol;
+pub mod rng;
 pub mod runtime;
 pub mod session;
 pub mod topic;

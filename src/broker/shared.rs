@@ -31,6 +31,7 @@ use super::subscribe::SubOpts;
 use super::{Broker, ClientKey};
 use crate::config::{SharedStrategy, StickyPick};
 use crate::protocol::MqttStr;
+use crate::rng::SplitMix64 as Rng;
 use crate::session::{DeliveryOpts, Message, ShareName, SubIds};
 use crate::topic::{Matches, TopicTrie};
 
@@ -309,7 +310,7 @@ fn client_hash(publisher: Option<&Publisher<'_>>, msg: &Message) -> u64 {
 fn pick_state<'p>(p: &'p mut Publisher<'_>, share: &Arc<ShareName>, rng: &mut Rng) -> &'p mut Pick {
     let picks = &mut p.state.get_or_insert_with(Default::default).picks;
     if !picks.contains_key(share) {
-        let start = rng.next();
+        let start = rng.next_u64();
         picks.insert(
             share.clone(),
             Pick {
@@ -344,25 +345,6 @@ fn local(members: &[Member], shard: ShardId, rng: &mut Rng) -> u64 {
         .nth(k)
         .expect("k < on_shard");
     i as u64
-}
-
-/// SplitMix64: small, fast, and the same sequence for the same seed.
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
-    }
 }
 
 /// How a session keeps a shared subscription: `$queue/<f>` is the same subscription as
