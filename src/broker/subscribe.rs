@@ -305,7 +305,7 @@ struct PendingSubAck {
     /// Lock replies still awaited (exclusive subscriptions).
     locks: usize,
     /// `$SYS` subscribed (options) and unsubscribed (`None`) events, published after the ack.
-    events: Vec<(MqttStr, Option<(QoS, bool, bool)>)>,
+    events: Vec<super::sys::SubEvent>,
     epoch: u64,
     conn: ConnId,
     client: ClientKey,
