@@ -169,7 +169,7 @@ impl Broker {
         let session = Session::new(self.session_cfg.clone(), *limits);
         let generation = self.next_generation();
         let key = self.clients.insert(Client {
-            id: Box::from(&*id),
+            id: super::client_id::ClientId::from(&*id),
             generation,
             publisher_id: ((self.shard as u64) << 48) | publisher_id,
             session,

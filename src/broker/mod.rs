@@ -24,6 +24,7 @@
 //! through [`Broker::set_unix_time`] and [`Broker::tick`], for `$delayed/<unix time>/...`.
 
 mod auto_subscribe;
+mod client_id;
 mod conn;
 mod connect;
 mod delayed;
@@ -167,7 +168,7 @@ impl Counters {
 #[derive(Debug)]
 struct Client {
     /// Stored once, here: [`ClientIds`] keeps only slot numbers.
-    id: Box<str>,
+    id: client_id::ClientId,
     /// Bumped whenever the slot is reused or the session is replaced, so late replies are dropped.
     generation: u32,
     /// A broker-wide id for No Local: (shard << 32 | slot generation ...) unique per session.
@@ -282,7 +283,7 @@ impl Broker {
             conns: Slab::with_capacity(CONNECTIONS_RESERVED_PER_SHARD),
             clients: Slab::with_capacity(CONNECTIONS_RESERVED_PER_SHARD),
             by_id: ClientIds::default(),
-            local: LocalSubs::default(),
+            local: LocalSubs::new(),
             routes: Routes::new(nr_shards),
             shared: shared::SharedSubs::new(seed),
             shared_scratch: Vec::new(),

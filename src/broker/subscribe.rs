@@ -9,7 +9,7 @@ use super::conn::Flow;
 use super::exclusive::{ExclusiveOutcome, LockWait};
 use super::mesh::{MeshMsg, RetainedQuery, RetainedTarget, ShardId, retain_shard};
 use super::{Broker, ClientKey, ConnId};
-use crate::limits::SHARDS_MAX;
+use crate::limits::{FILTERS_RESERVED_PER_SHARD, SHARDS_MAX};
 use crate::protocol::{
     MqttStr, Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
     UnsubAck, Unsubscribe,
@@ -134,7 +134,7 @@ impl Subscribers {
 }
 
 /// This shard's subscribers per filter.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct LocalSubs {
     trie: TopicTrie,
     /// Indexed by `FilterId::index()`.
@@ -144,6 +144,15 @@ pub(super) struct LocalSubs {
 }
 
 impl LocalSubs {
+    /// Empty, with room for [`FILTERS_RESERVED_PER_SHARD`] filters reserved (address space).
+    pub fn new() -> Self {
+        LocalSubs {
+            trie: TopicTrie::with_capacity(FILTERS_RESERVED_PER_SHARD),
+            subscribers: Vec::with_capacity(FILTERS_RESERVED_PER_SHARD),
+            scratch: Vec::new(),
+        }
+    }
+
     /// The id of `filter` while it has a local subscriber.
     pub fn id(&self, filter: &str) -> Option<FilterId> {
         self.trie.get(filter)
@@ -212,10 +221,17 @@ pub(super) struct Routes {
 impl Routes {
     pub fn new(nr_shards: usize) -> Self {
         debug_assert!(nr_shards <= SHARDS_MAX);
+        let words = nr_shards.div_ceil(64).max(1);
+        // Reserved (address space) only when there are other shards to route to.
+        let filters = if nr_shards > 1 {
+            FILTERS_RESERVED_PER_SHARD
+        } else {
+            0
+        };
         Routes {
-            trie: TopicTrie::default(),
-            words: nr_shards.div_ceil(64).max(1),
-            shards: Vec::new(),
+            trie: TopicTrie::with_capacity(filters),
+            words,
+            shards: Vec::with_capacity(filters * words),
         }
     }
 
@@ -289,7 +305,7 @@ struct PendingSubAck {
     /// Lock replies still awaited (exclusive subscriptions).
     locks: usize,
     /// `$SYS` subscribed (options) and unsubscribed (`None`) events, published after the ack.
-    events: Vec<(MqttStr, Option<(QoS, bool, bool)>)>,
+    events: Vec<super::sys::SubEvent>,
     epoch: u64,
     conn: ConnId,
     client: ClientKey,

@@ -151,8 +151,12 @@ pub(super) struct SysState {
     pending: Option<(usize, Snapshot)>,
     max: [u64; 10],
     /// `subscribed` events of the SUBSCRIBE being handled, published after its SUBACK.
-    pub sub_events: Vec<(MqttStr, Option<(QoS, bool, bool)>)>,
+    pub sub_events: Vec<SubEvent>,
 }
+
+/// A `$SYS` subscribed event (the filter and its QoS, No Local, Retain As Published) or, with
+/// `None`, an unsubscribed one.
+pub(super) type SubEvent = (MqttStr, Option<(QoS, bool, bool)>);
 
 /// What the `connected` / `disconnected` events say about a connection, kept with its session.
 #[derive(Debug, Clone)]
@@ -441,11 +445,7 @@ impl Broker {
         self.sys_publish(t, s, false);
     }
 
-    pub(super) fn publish_sub_events(
-        &mut self,
-        key: ClientKey,
-        events: Vec<(MqttStr, Option<(QoS, bool, bool)>)>,
-    ) {
+    pub(super) fn publish_sub_events(&mut self, key: ClientKey, events: Vec<SubEvent>) {
         for (filter, opts) in events {
             self.event_subscription(key, &filter, opts);
         }
