@@ -9,6 +9,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use ringmq::rng::SplitMix64;
 use ringmq::topic::{Matches, TopicTrie};
 
 /// Counts live heap bytes so the trie's footprint is measured, not estimated.
@@ -76,20 +77,12 @@ const SUBSCRIPTIONS: usize = 1_000_000;
 const TOPICS: usize = 1_000_000;
 const MATCH_PASSES: usize = 3;
 
-/// splitmix64: deterministic, dependency-free randomness for reproducible workloads.
-struct Rng(u64);
+/// Deterministic randomness for reproducible workloads.
+struct Rng(SplitMix64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.below(n)
     }
 
     fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
@@ -224,7 +217,7 @@ fn measure_removes(name: &str, mut trie: TopicTrie, filters: &[String], bytes_be
 }
 
 fn main() {
-    let mut rng = Rng(0x5EED);
+    let mut rng = Rng(SplitMix64(0x5EED));
     let mixed = mixed_filters(&mut rng);
     let mixed_topics: Vec<String> = (0..TOPICS).map(|_| exact_topic(&mut rng)).collect();
     run("mixed", &mixed, &mixed_topics);

@@ -7,15 +7,18 @@
 //! - [`protocol`]: sans-io codec for every MQTT packet of protocol levels 3, 4 and 5 (no I/O, no clock).
 //! - [`topic`]: topic name / filter validation, the `$share` / `$queue` / `$exclusive` / `$delayed`
 //!   forms, and the subscription trie that matches a topic against all filters.
+//! - [`rng`]: the seedable generator behind shared-subscription dispatch.
 //! - [`limits`]: every internal bound (queues, buffers, batches) in one place.
 //! - [`runtime`]: the only code that touches glommio and sockets: shards, listeners, the
-//!   connection driver, the mesh, timers and signals.
+//!   reactor that serves every socket of a shard over its epoll ring, the mesh, timers and
+//!   signals.
 //! - [`session`]: per-client session state on its home shard (in-flight window, queue, QoS 2, topic aliases), sans-io.
 
 pub mod broker;
 pub mod config;
 pub mod limits;
 pub mod protocol;
+pub mod rng;
 pub mod runtime;
 pub mod session;
 pub mod topic;

@@ -16,6 +16,33 @@ pub const MESH_BATCH_MESSAGES_MAX: usize = 1024;
 /// size of each shard's one scratch read buffer).
 pub const READ_TURN_BYTES_MAX: usize = 64 * 1024;
 
+/// Ready sockets a shard's reactor serves in one round before the shard's other tasks (mesh,
+/// flushers, ticker) get their turn.
+pub const READY_EVENTS_PER_ROUND: usize = 256;
+
+/// Connections one listener accepts in one round.
+pub const ACCEPTS_PER_ROUND: usize = 64;
+
+/// Connections (and sessions) per shard whose tables are reserved up front: address space only
+/// (the allocator maps tables this large lazily, so untouched entries cost no memory), but the
+/// per-connection tables then never move or leave the freed blocks of their doubling behind
+/// while a shard fills up. Beyond it they grow by doubling as usual.
+pub const CONNECTIONS_RESERVED_PER_SHARD: usize = 1 << 16;
+
+/// Change in a shard's connection count (since its last heap trim) after which the shard gives
+/// the allocator's free pages back to the kernel at its next one-second tick, and once more at the
+/// tick after (the burst's held SUBACKs and handoffs are freed by then). A connect burst frees
+/// its transient blocks (reads, decoded CONNECTs, handoffs, held SUBACKs) in the middle of the
+/// heap, where the allocator keeps them resident otherwise.
+pub const HEAP_TRIM_CONNECTIONS_CHANGED: usize = 256;
+
+/// Filters per shard whose tables (trie nodes and per-filter entries, of the local subscriptions
+/// and of the route table) are reserved up front, as for [`CONNECTIONS_RESERVED_PER_SHARD`]:
+/// address space only, so the tables' untouched spare capacity costs nothing and their doubling
+/// leaves no freed blocks behind in the heap while subscriptions arrive. Beyond it they grow by
+/// doubling as usual.
+pub const FILTERS_RESERVED_PER_SHARD: usize = 1 << 16;
+
 /// Bytes queued for one client socket above which QoS 0 messages to it are dropped (and
 /// counted): a stalled subscriber cannot grow broker memory. QoS 1/2 are bounded by the in-flight
 /// window and the session's message queue instead.

@@ -11,6 +11,11 @@ use serde_json::Value;
 use support::Broker;
 
 /// Runs ringmq-bench against `port`; returns the exit code and the JSON summary.
+/// The words of a command line.
+fn args(line: &str) -> Vec<&str> {
+    line.split(' ').collect()
+}
+
 fn bench(port: u16, args: &[&str]) -> (i32, Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_ringmq-bench"))
         .args(args)
@@ -49,20 +54,7 @@ fn assert_exact(code: i32, v: &Value, expected: u64) {
 #[test]
 fn fanin_qos1_counts_exactly() {
     let b = Broker::start(1);
-    let (code, v) = bench(
-        b.port,
-        &[
-            "fanin",
-            "--publishers",
-            "4",
-            "-q",
-            "1",
-            "-L",
-            "200",
-            "-I",
-            "0",
-        ],
-    );
+    let (code, v) = bench(b.port, &args("fanin --publishers 4 -q 1 -L 200 -I 0"));
     assert_exact(code, &v, 800);
     assert_eq!(n(&v, "published"), 800);
     assert_eq!(n(&v, "acked"), 800);
@@ -77,21 +69,7 @@ fn fanin_v5_qos0_two_shards_two_subscribers() {
     let b = Broker::start(2);
     let (code, v) = bench(
         b.port,
-        &[
-            "fanin",
-            "-V",
-            "5",
-            "--publishers",
-            "3",
-            "--subscribers",
-            "2",
-            "-L",
-            "100",
-            "-I",
-            "1",
-            "-s",
-            "64",
-        ],
+        &args("fanin -V 5 --publishers 3 --subscribers 2 -L 100 -I 1 -s 64"),
     );
     assert_exact(code, &v, 600);
 }
@@ -99,20 +77,7 @@ fn fanin_v5_qos0_two_shards_two_subscribers() {
 #[test]
 fn fanout_one_to_five() {
     let b = Broker::start(2);
-    let (code, v) = bench(
-        b.port,
-        &[
-            "fanout",
-            "--subscribers",
-            "5",
-            "-q",
-            "1",
-            "-L",
-            "100",
-            "-I",
-            "0",
-        ],
-    );
+    let (code, v) = bench(b.port, &args("fanout --subscribers 5 -q 1 -L 100 -I 0"));
     assert_exact(code, &v, 500);
     assert_eq!(n(&v, "subscribed"), 5);
 }
@@ -120,22 +85,7 @@ fn fanout_one_to_five() {
 #[test]
 fn p2p_qos2_pairs() {
     let b = Broker::start(2);
-    let (code, v) = bench(
-        b.port,
-        &[
-            "p2p",
-            "--pairs",
-            "10",
-            "-q",
-            "2",
-            "-L",
-            "50",
-            "-I",
-            "0",
-            "--inflight",
-            "4",
-        ],
-    );
+    let (code, v) = bench(b.port, &args("p2p --pairs 10 -q 2 -L 50 -I 0 --inflight 4"));
     assert_exact(code, &v, 500);
     assert_eq!(n(&v, "acked"), 500);
 }
@@ -143,22 +93,7 @@ fn p2p_qos2_pairs() {
 #[test]
 fn pub_qos2_completes_every_exchange() {
     let b = Broker::start(1);
-    let (code, v) = bench(
-        b.port,
-        &[
-            "pub",
-            "-c",
-            "3",
-            "-t",
-            "bench/pub/%i",
-            "-q",
-            "2",
-            "-L",
-            "100",
-            "-I",
-            "0",
-        ],
-    );
+    let (code, v) = bench(b.port, &args("pub -c 3 -t bench/pub/%i -q 2 -L 100 -I 0"));
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(n(&v, "published"), 300);
     assert_eq!(n(&v, "acked"), 300);
@@ -180,19 +115,7 @@ fn source_addresses_from_a_range() {
     let b = Broker::start(1);
     let (code, v) = bench(
         b.port,
-        &[
-            "fanin",
-            "--publishers",
-            "4",
-            "-L",
-            "20",
-            "-I",
-            "0",
-            "-q",
-            "1",
-            "--ifaddr",
-            "127.0.0.2-127.0.0.4",
-        ],
+        &args("fanin --publishers 4 -L 20 -I 0 -q 1 --ifaddr 127.0.0.2-127.0.0.4"),
     );
     assert_exact(code, &v, 80);
     assert_eq!(v["params"]["ifaddrs"], 3);
@@ -210,12 +133,7 @@ fn sub_and_pub_in_separate_processes() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(700));
-    let (code, v) = bench(
-        b.port,
-        &[
-            "pub", "-c", "2", "-t", "split/%i", "-q", "1", "-L", "100", "-I", "0",
-        ],
-    );
+    let (code, v) = bench(b.port, &args("pub -c 2 -t split/%i -q 1 -L 100 -I 0"));
     assert_eq!(code, 0, "{v:#}");
     let out = sub.wait_with_output().unwrap();
     let s: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -231,19 +149,7 @@ fn gaps_are_reported_as_loss_with_exit_1() {
     let b = Broker::start(1);
     let (code, v) = bench(
         b.port,
-        &[
-            "fanin",
-            "--publishers",
-            "2",
-            "-q",
-            "1",
-            "-L",
-            "100",
-            "-I",
-            "0",
-            "--debug-skip-every",
-            "10",
-        ],
+        &args("fanin --publishers 2 -q 1 -L 100 -I 0 --debug-skip-every 10"),
     );
     assert_eq!(code, 1, "{v:#}");
     assert_eq!(n(&v, "expected"), 200);
@@ -266,19 +172,7 @@ dest_topic = "elsewhere/3"
     let b = Broker::start_with(1, config, &[]);
     let (code, v) = bench(
         b.port,
-        &[
-            "fanin",
-            "--publishers",
-            "4",
-            "-q",
-            "1",
-            "-L",
-            "50",
-            "-I",
-            "0",
-            "--drain",
-            "1",
-        ],
+        &args("fanin --publishers 4 -q 1 -L 50 -I 0 --drain 1"),
     );
     assert_eq!(code, 1, "{v:#}");
     assert_eq!(n(&v, "expected"), 200);
@@ -332,19 +226,7 @@ fn sharedsub_against_ringmq() {
         let b = Broker::start(shards);
         let (code, v) = bench(
             b.port,
-            &[
-                "sharedsub",
-                "--publishers",
-                "2",
-                "--subscribers",
-                "3",
-                "-q",
-                "1",
-                "-L",
-                "50",
-                "-I",
-                "0",
-            ],
+            &args("sharedsub --publishers 2 --subscribers 3 -q 1 -L 50 -I 0"),
         );
         assert_exact(code, &v, 100);
     }
@@ -410,20 +292,7 @@ fn sharedsub_and_fanin_against_mosquitto() {
     }
     // QoS 1: mosquitto 2.0.11 leaves QoS 2 messages queued behind a full in-flight window
     // undelivered (mosquitto_sub sees the same), which the tool reports as loss.
-    let (code, s) = bench(
-        m.1,
-        &[
-            "fanin",
-            "--publishers",
-            "4",
-            "-q",
-            "1",
-            "-L",
-            "50",
-            "-I",
-            "0",
-        ],
-    );
+    let (code, s) = bench(m.1, &args("fanin --publishers 4 -q 1 -L 50 -I 0"));
     assert_exact(code, &s, 200);
 }
 

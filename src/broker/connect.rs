@@ -100,7 +100,7 @@ impl Broker {
 
         // Takeover, discard or resume of an existing session.
         let mut session_present = false;
-        let existing = self.by_id.get(&client_id).copied();
+        let existing = self.by_id.get(&self.clients, &client_id);
         if let Some(key) = existing {
             if let Some(old) = self.clients[key as usize].conn.take() {
                 self.take_over(old, key, c.clean_start);
@@ -116,22 +116,25 @@ impl Broker {
                 self.expiry.disarm(key);
             }
         }
-        let key = match self.by_id.get(&client_id).copied() {
+        let key = match self.by_id.get(&self.clients, &client_id) {
             Some(key) => key,
             None => self.new_client(client_id.clone(), v, &limits),
         };
         let client = &mut self.clients[key as usize];
         client.conn = Some(id);
         client.version = v;
-        client.username = c.username.clone();
+        client.username = c.username.as_deref().map(Box::from);
         client.expiry_secs = expiry_secs;
-        client.will = c.will.as_ref().map(|w| Will {
-            topic: w.topic.clone(),
-            payload: w.payload.clone(),
-            qos: w.qos,
-            retain: w.retain,
-            properties: will_publish_properties(&w.properties),
-            delay_secs: w.properties.will_delay_interval.unwrap_or(0),
+        client.will = c.will.as_ref().map(|w| {
+            // Copied, not sliced: a slice would keep the whole read that held the CONNECT.
+            Box::new(Will {
+                topic: MqttStr::from(&*w.topic),
+                payload: Bytes::copy_from_slice(&w.payload),
+                qos: w.qos,
+                retain: w.retain,
+                properties: will_publish_properties(&w.properties),
+                delay_secs: w.properties.will_delay_interval.unwrap_or(0),
+            })
         });
 
         let conn = &mut self.conns[id as usize];
@@ -163,10 +166,10 @@ impl Broker {
     fn new_client(&mut self, id: MqttStr, v: ProtocolVersion, limits: &ClientLimits) -> ClientKey {
         let publisher_id = self.next_publisher_id;
         self.next_publisher_id += 1;
-        let session = Session::new(self.settings.session_config(), *limits);
+        let session = Session::new(self.session_cfg.clone(), *limits);
         let generation = self.next_generation();
         let key = self.clients.insert(Client {
-            id: id.clone(),
+            id: super::client_id::ClientId::from(&*id),
             generation,
             publisher_id: ((self.shard as u64) << 48) | publisher_id,
             session,
@@ -175,12 +178,12 @@ impl Broker {
             username: None,
             expiry_secs: 0,
             will: None,
-            subs: Vec::new(),
-            share_picks: None,
+            subs: Default::default(),
+            shared: None,
             exclusive: Vec::new(),
             info: Default::default(),
         }) as ClientKey;
-        self.by_id.insert(id, key);
+        self.by_id.insert(&self.clients, key);
         key
     }
 
@@ -195,7 +198,7 @@ impl Broker {
             self.assigned_ids += 1;
             let id = format!("ringmq-{}-{:x}", self.shard, self.assigned_ids);
             if home_shard(&id, self.nr_shards) == self.shard
-                && !self.by_id.contains_key(id.as_str())
+                && self.by_id.get(&self.clients, &id).is_none()
             {
                 return MqttStr::from(id);
             }
@@ -263,7 +266,7 @@ impl Broker {
         if let Some(will) = client.will.take()
             && will.delay_secs == 0
         {
-            self.publish_will(key, will);
+            self.publish_will(key, *will);
         }
     }
 
@@ -308,7 +311,7 @@ impl Broker {
         let ends_now = client.expiry_secs == 0 || reason == CloseReason::Shutdown;
         if let Some(will) = client.will.take() {
             if will.delay_secs == 0 || ends_now {
-                self.publish_will(key, will);
+                self.publish_will(key, *will);
             } else {
                 let delay = will.delay_secs.min(client.expiry_secs);
                 self.clients[key as usize].will = Some(will);
@@ -337,12 +340,12 @@ impl Broker {
         self.send_mesh(home, super::MeshMsg::Handoff(Box::new(h)));
     }
 
-    /// The connection was moved to another shard before its CONNECT completed here.
-    pub fn release(&mut self, id: ConnId) {
-        if self.conns.contains(id as usize) {
-            self.conns.remove(id as usize);
-            self.keepalive.disarm(id);
-        }
+    /// The connection was moved to another shard before its CONNECT completed here; returns
+    /// its peer address.
+    pub fn release(&mut self, id: ConnId) -> Option<std::net::SocketAddr> {
+        let conn = self.conns.try_remove(id as usize)?;
+        self.keepalive.disarm(id);
+        Some(conn.peer)
     }
 
     pub(super) fn fire_delayed_will(&mut self, key: ClientKey) {
@@ -353,7 +356,7 @@ impl Broker {
             return;
         }
         if let Some(will) = client.will.take() {
-            self.publish_will(key, will);
+            self.publish_will(key, *will);
         }
     }
 
@@ -373,19 +376,21 @@ impl Broker {
         self.will_delay.disarm(key);
         self.expiry.disarm(key);
         if let Some(will) = self.clients[key as usize].will.take() {
-            self.publish_will(key, will);
+            self.publish_will(key, *will);
         }
         self.end_exclusive(key);
         let subs = std::mem::take(&mut self.clients[key as usize].subs);
-        for sub in &subs {
-            self.remove_sub(key, sub);
+        let filters: Vec<_> = subs.ids().iter().map(|&f| self.local.filter(f)).collect();
+        for filter in filters {
+            self.remove_local_sub(key, &filter);
         }
         // Unacknowledged QoS 1/2 messages of shared subscriptions go to the groups' remaining
         // members (FEATURES.md §4).
+        self.end_shared(key);
         let handed_back: Vec<_> = self.clients[key as usize].session.take_pending().collect();
         let mut client = self.clients.remove(key as usize);
         self.counters.session.add(&client.session.take_counters());
-        self.by_id.remove(&client.id);
+        self.by_id.remove(&client.id, key);
         for (msg, share) in handed_back {
             self.redispatch(msg, &share);
         }
@@ -435,7 +440,7 @@ impl Broker {
         for key in keys {
             self.will_delay.disarm(key);
             if let Some(will) = self.clients[key as usize].will.take() {
-                self.publish_will(key, will);
+                self.publish_will(key, *will);
             }
         }
     }

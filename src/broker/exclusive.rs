@@ -100,7 +100,7 @@ impl Broker {
     pub(super) fn holder(&self, key: ClientKey) -> Holder {
         Holder {
             shard: self.shard,
-            client_id: self.clients[key as usize].id.clone(),
+            client_id: MqttStr::from(&*self.clients[key as usize].id),
         }
     }
 
@@ -150,7 +150,7 @@ impl Broker {
             retain_as_published: options.retain_as_published,
             subscription_id,
         };
-        let Some(existed) = self.add_sub(key, &filter, opts, None) else {
+        let Some(existed) = self.add_sub(key, &filter, opts) else {
             if !self.clients[key as usize].exclusive.contains(&filter) {
                 self.unlock_exclusive(key, filter);
             }
@@ -189,12 +189,8 @@ impl Broker {
     /// UNSUBSCRIBE of `$exclusive/<filter>`: removes the subscription and releases the lock;
     /// whether either existed.
     pub(super) fn unsubscribe_exclusive(&mut self, key: ClientKey, filter: &MqttStr) -> bool {
-        let client = &mut self.clients[key as usize];
-        let before = client.subs.len();
-        client
-            .subs
-            .retain(|s| s.filter != *filter || s.share.is_some());
-        let removed = client.subs.len() < before;
+        let fid = self.local.id(filter);
+        let removed = fid.is_some_and(|f| self.clients[key as usize].subs.remove(f));
         if removed {
             self.remove_local_sub(key, filter);
         }

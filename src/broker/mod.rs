@@ -24,6 +24,7 @@
 //! through [`Broker::set_unix_time`] and [`Broker::tick`], for `$delayed/<unix time>/...`.
 
 mod auto_subscribe;
+mod client_id;
 mod conn;
 mod connect;
 mod delayed;
@@ -50,6 +51,7 @@ use ahash::AHashMap;
 use bytes::BytesMut;
 use slab::Slab;
 
+use crate::limits::CONNECTIONS_RESERVED_PER_SHARD;
 use crate::protocol::{MqttStr, Packet, ProtocolVersion};
 use crate::session::Session;
 use crate::topic::Matches;
@@ -165,7 +167,8 @@ impl Counters {
 /// One MQTT client's session on its home shard, with or without a connection.
 #[derive(Debug)]
 struct Client {
-    id: MqttStr,
+    /// Stored once, here: [`ClientIds`] keeps only slot numbers.
+    id: client_id::ClientId,
     /// Bumped whenever the slot is reused or the session is replaced, so late replies are dropped.
     generation: u32,
     /// A broker-wide id for No Local: (shard << 32 | slot generation ...) unique per session.
@@ -173,26 +176,65 @@ struct Client {
     session: Session,
     conn: Option<ConnId>,
     version: ProtocolVersion,
-    username: Option<MqttStr>,
+    username: Option<Box<str>>,
     /// Session Expiry Interval in seconds; `u32::MAX` never expires.
     expiry_secs: u32,
-    will: Option<connect::Will>,
-    subs: Vec<subscribe::Sub>,
-    /// This client's `round_robin` counters and `sticky` picks as a publisher (FEATURES.md §4).
-    share_picks: Option<Box<shared::Picks>>,
+    will: Option<Box<connect::Will>>,
+    subs: subscribe::SubList,
+    /// Shared subscriptions and, as a publisher, per-group strategy state (FEATURES.md §4).
+    shared: Option<Box<shared::ClientShared>>,
     /// Filters whose exclusive lock this session holds (FEATURES.md §5).
     exclusive: Vec<MqttStr>,
     /// What the `$SYS` connect / disconnect events report.
     info: sys::ClientInfo,
 }
 
+/// Client id → session slot. The table holds only slot numbers and hashes the id kept in the
+/// [`Client`], so an idle client costs it about 5 bytes instead of a second copy of its id.
+#[derive(Default)]
+struct ClientIds {
+    table: hashbrown::HashTable<ClientKey>,
+    hasher: ahash::RandomState,
+}
+
+impl ClientIds {
+    fn hash(&self, id: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, id)
+    }
+
+    fn get(&self, clients: &Slab<Client>, id: &str) -> Option<ClientKey> {
+        let hash = self.hash(id);
+        let found = self.table.find(hash, |&k| &*clients[k as usize].id == id);
+        found.copied()
+    }
+
+    /// Indexes the client in slot `key` (its id must not be indexed yet).
+    fn insert(&mut self, clients: &Slab<Client>, key: ClientKey) {
+        let hash = self.hash(&clients[key as usize].id);
+        let hasher = &self.hasher;
+        self.table.insert_unique(hash, key, |&k| {
+            std::hash::BuildHasher::hash_one(hasher, &*clients[k as usize].id)
+        });
+    }
+
+    /// Forgets slot `key`, whose client had `id`.
+    fn remove(&mut self, id: &str, key: ClientKey) {
+        let hash = self.hash(id);
+        if let Ok(entry) = self.table.find_entry(hash, |&k| k == key) {
+            entry.remove();
+        }
+    }
+}
+
 pub struct Broker {
     shard: ShardId,
     nr_shards: usize,
     settings: Rc<Settings>,
+    /// What every session of the shard is configured with, shared.
+    session_cfg: Rc<crate::session::SessionConfig>,
     conns: Slab<conn::Conn>,
     clients: Slab<Client>,
-    by_id: AHashMap<MqttStr, ClientKey>,
+    by_id: ClientIds,
     local: LocalSubs,
     routes: Routes,
     /// Every share group and its members (replicated on every shard).
@@ -236,12 +278,13 @@ impl Broker {
         Broker {
             shard,
             nr_shards,
+            session_cfg: Rc::new(settings.session_config()),
             settings,
-            conns: Slab::new(),
-            clients: Slab::new(),
-            by_id: AHashMap::new(),
-            local: LocalSubs::default(),
-            routes: Routes::default(),
+            conns: Slab::with_capacity(CONNECTIONS_RESERVED_PER_SHARD),
+            clients: Slab::with_capacity(CONNECTIONS_RESERVED_PER_SHARD),
+            by_id: ClientIds::default(),
+            local: LocalSubs::new(),
+            routes: Routes::new(nr_shards),
             shared: shared::SharedSubs::new(seed),
             shared_scratch: Vec::new(),
             retained: RetainStore::default(),

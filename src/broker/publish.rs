@@ -228,12 +228,13 @@ impl Broker {
         let mut acks = std::mem::take(&mut self.packets);
         f(&mut self.clients[key as usize].session, &mut acks);
         if let Some(conn) = self.conns.get_mut(id as usize) {
-            if token.is_none() && conn.held_acks.is_empty() {
+            if token.is_none() && conn.held_acks.is_none() {
                 for packet in &acks {
                     self.send(id, packet);
                 }
             } else {
                 conn.held_acks
+                    .get_or_insert_with(Box::default)
                     .extend(acks.drain(..).map(|p| (token.unwrap_or(0), p)));
                 if let Some(t) = token {
                     self.held_acks.insert(t, id);
@@ -249,15 +250,22 @@ impl Broker {
         let Some(id) = self.held_acks.remove(&token) else {
             return;
         };
-        let Some(conn) = self.conns.get_mut(id as usize) else {
+        let Some(held) = self
+            .conns
+            .get_mut(id as usize)
+            .and_then(|c| c.held_acks.as_mut())
+        else {
             return;
         };
-        for entry in conn.held_acks.iter_mut().filter(|(t, _)| *t == token) {
+        for entry in held.iter_mut().filter(|(t, _)| *t == token) {
             entry.0 = 0;
         }
         let mut ready = Vec::new();
-        while conn.held_acks.front().is_some_and(|(t, _)| *t == 0) {
-            ready.push(conn.held_acks.pop_front().expect("front exists").1);
+        while held.front().is_some_and(|(t, _)| *t == 0) {
+            ready.push(held.pop_front().expect("front exists").1);
+        }
+        if held.is_empty() {
+            self.conns[id as usize].held_acks = None;
         }
         for packet in &ready {
             self.send(id, packet);

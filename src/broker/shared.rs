@@ -31,6 +31,7 @@ use super::subscribe::SubOpts;
 use super::{Broker, ClientKey};
 use crate::config::{SharedStrategy, StickyPick};
 use crate::protocol::MqttStr;
+use crate::rng::SplitMix64 as Rng;
 use crate::session::{DeliveryOpts, Message, ShareName, SubIds};
 use crate::topic::{Matches, TopicTrie};
 
@@ -74,10 +75,18 @@ pub(super) struct Pick {
     sticky: Option<MemberId>,
 }
 
+/// A client's shared-subscription state, allocated on first use: its memberships, and as a
+/// publisher its per-group strategy state.
+#[derive(Debug, Default)]
+pub(super) struct ClientShared {
+    pub subs: Vec<(Arc<ShareName>, SubOpts)>,
+    pub picks: Picks,
+}
+
 /// Who published the message being dispatched, when it is a client of this shard.
 pub(super) struct Publisher<'a> {
     pub client_id: &'a str,
-    pub picks: &'a mut Option<Box<Picks>>,
+    pub state: &'a mut Option<Box<ClientShared>>,
 }
 
 #[derive(Debug)]
@@ -299,9 +308,9 @@ fn client_hash(publisher: Option<&Publisher<'_>>, msg: &Message) -> u64 {
 
 /// A publisher's state for `share`, created with a random `round_robin` start.
 fn pick_state<'p>(p: &'p mut Publisher<'_>, share: &Arc<ShareName>, rng: &mut Rng) -> &'p mut Pick {
-    let picks = p.picks.get_or_insert_with(Default::default);
+    let picks = &mut p.state.get_or_insert_with(Default::default).picks;
     if !picks.contains_key(share) {
-        let start = rng.next();
+        let start = rng.next_u64();
         picks.insert(
             share.clone(),
             Pick {
@@ -338,25 +347,6 @@ fn local(members: &[Member], shard: ShardId, rng: &mut Rng) -> u64 {
     i as u64
 }
 
-/// SplitMix64: small, fast, and the same sequence for the same seed.
-#[derive(Debug)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
-    }
-}
-
 /// How a session keeps a shared subscription: `$queue/<f>` is the same subscription as
 /// `$share/$queue/<f>`, and unsubscribing either form ends it.
 pub(super) fn normalize(group: &str, filter: &str) -> MqttStr {
@@ -369,6 +359,58 @@ impl Broker {
             shard: self.shard as u32,
             client: key,
             generation: self.clients[key as usize].generation,
+        }
+    }
+
+    /// Adds or updates `key`'s membership of `share`; `Some(existed)`, or `None` over
+    /// `max_subscriptions`.
+    pub(super) fn add_shared_sub(
+        &mut self,
+        key: ClientKey,
+        share: Arc<ShareName>,
+        opts: SubOpts,
+    ) -> Option<bool> {
+        let count = self.subscription_count(key);
+        let max = self.settings.max_subscriptions;
+        let state = self.clients[key as usize]
+            .shared
+            .get_or_insert_with(Default::default);
+        let existed = match state.subs.iter_mut().find(|(n, _)| **n == *share) {
+            Some(entry) => {
+                entry.1 = opts;
+                true
+            }
+            None if max.is_some_and(|max| count >= max) => return None,
+            None => {
+                state.subs.push((share.clone(), opts));
+                false
+            }
+        };
+        self.shared_join(key, &share, opts);
+        Some(existed)
+    }
+
+    /// Ends `key`'s membership of `share`; whether it was a member.
+    pub(super) fn remove_shared_sub(&mut self, key: ClientKey, share: &ShareName) -> bool {
+        let Some(state) = self.clients[key as usize].shared.as_mut() else {
+            return false;
+        };
+        let Some(i) = state.subs.iter().position(|(n, _)| **n == *share) else {
+            return false;
+        };
+        let (share, _) = state.subs.remove(i);
+        self.shared_leave(key, &share);
+        true
+    }
+
+    /// Ends every membership of a session that ends.
+    pub(super) fn end_shared(&mut self, key: ClientKey) {
+        let subs = match self.clients[key as usize].shared.as_mut() {
+            Some(state) => std::mem::take(&mut state.subs),
+            None => return,
+        };
+        for (share, _) in subs {
+            self.shared_leave(key, &share);
         }
     }
 
@@ -437,7 +479,7 @@ impl Broker {
             .and_then(|k| self.clients.get_mut(k as usize))
             .map(|c| Publisher {
                 client_id: &c.id,
-                picks: &mut c.share_picks,
+                state: &mut c.shared,
             });
         self.shared
             .pick_all(msg, ctx, publisher, &mut self.matches, &mut picked);
@@ -466,7 +508,9 @@ impl Broker {
         // message crossed).
         let member = self.clients.get(id.client as usize).is_some_and(|c| {
             c.generation == id.generation
-                && c.subs.iter().any(|s| s.share.as_deref() == Some(&*d.share))
+                && c.shared
+                    .as_ref()
+                    .is_some_and(|s| s.subs.iter().any(|(n, _)| **n == *d.share))
         });
         if !member {
             self.redispatch(d.msg, &d.share);

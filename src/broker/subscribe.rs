@@ -9,13 +9,15 @@ use super::conn::Flow;
 use super::exclusive::{ExclusiveOutcome, LockWait};
 use super::mesh::{MeshMsg, RetainedQuery, RetainedTarget, ShardId, retain_shard};
 use super::{Broker, ClientKey, ConnId};
-use crate::limits::SHARDS_MAX;
+use crate::limits::{FILTERS_RESERVED_PER_SHARD, SHARDS_MAX};
 use crate::protocol::{
     MqttStr, Packet, QoS, ReasonCode, RetainHandling, SubAck, Subscribe, SubscriptionOptions,
     UnsubAck, Unsubscribe,
 };
 use crate::session::{DeliveryOpts, Message, ShareName, SubIds};
-use crate::topic::{Matches, SubscriptionTopic, TopicTrie, has_wildcards, parse_subscription};
+use crate::topic::{
+    FilterId, Matches, SubscriptionTopic, TopicTrie, has_wildcards, parse_subscription,
+};
 
 /// How one subscription wants its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -26,40 +28,156 @@ pub struct SubOpts {
     pub subscription_id: Option<NonZeroU32>,
 }
 
-/// A subscription as its session remembers it.
-#[derive(Debug, Clone)]
-pub(super) struct Sub {
-    /// As subscribed (after rewrite); a shared one as `$share/<group>/<filter>`.
-    pub filter: MqttStr,
-    pub opts: SubOpts,
-    /// The group and filter of a shared subscription.
-    pub share: Option<Arc<ShareName>>,
+/// The filters one session subscribes to, as their ids in the shard's local trie (which keeps
+/// the strings, and the options with each subscriber). Most sessions hold one, kept inline.
+#[derive(Debug, Default)]
+pub(super) enum SubList {
+    #[default]
+    Empty,
+    One(FilterId),
+    Many(Vec<FilterId>),
+}
+
+impl SubList {
+    pub fn ids(&self) -> &[FilterId] {
+        match self {
+            SubList::Empty => &[],
+            SubList::One(id) => std::slice::from_ref(id),
+            SubList::Many(v) => v,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids().is_empty()
+    }
+
+    fn contains(&self, id: FilterId) -> bool {
+        self.ids().contains(&id)
+    }
+
+    fn push(&mut self, id: FilterId) {
+        match self {
+            SubList::Empty => *self = SubList::One(id),
+            SubList::One(first) => *self = SubList::Many(vec![*first, id]),
+            SubList::Many(v) => v.push(id),
+        }
+    }
+
+    /// Whether `id` was in the list.
+    pub fn remove(&mut self, id: FilterId) -> bool {
+        match self {
+            SubList::One(only) if *only == id => *self = SubList::Empty,
+            SubList::Many(v) if v.contains(&id) => {
+                v.retain(|&f| f != id);
+                if let [only] = v[..] {
+                    *self = SubList::One(only);
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// The local subscribers of one filter: most filters have one, kept inline.
+#[derive(Debug)]
+enum Subscribers {
+    One((ClientKey, SubOpts)),
+    Many(Vec<(ClientKey, SubOpts)>),
+}
+
+impl Default for Subscribers {
+    fn default() -> Self {
+        Subscribers::Many(Vec::new())
+    }
+}
+
+impl Subscribers {
+    fn as_mut_slice(&mut self) -> &mut [(ClientKey, SubOpts)] {
+        match self {
+            Subscribers::One(s) => std::slice::from_mut(s),
+            Subscribers::Many(v) => v,
+        }
+    }
+
+    fn as_slice(&self) -> &[(ClientKey, SubOpts)] {
+        match self {
+            Subscribers::One(s) => std::slice::from_ref(s),
+            Subscribers::Many(v) => v,
+        }
+    }
+
+    fn push(&mut self, s: (ClientKey, SubOpts)) {
+        match self {
+            Subscribers::Many(v) if v.is_empty() => *self = Subscribers::One(s),
+            Subscribers::Many(v) => v.push(s),
+            Subscribers::One(first) => *self = Subscribers::Many(vec![*first, s]),
+        }
+    }
+
+    fn remove(&mut self, key: ClientKey) {
+        match self {
+            Subscribers::One((k, _)) if *k == key => *self = Subscribers::default(),
+            Subscribers::One(_) => {}
+            Subscribers::Many(v) => {
+                v.retain(|(k, _)| *k != key);
+                if let [only] = v[..] {
+                    *self = Subscribers::One(only);
+                }
+            }
+        }
+    }
 }
 
 /// This shard's subscribers per filter.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct LocalSubs {
     trie: TopicTrie,
     /// Indexed by `FilterId::index()`.
-    subscribers: Vec<Vec<(ClientKey, SubOpts)>>,
+    subscribers: Vec<Subscribers>,
     /// Reused by every delivery.
     pub scratch: Vec<(ClientKey, SubOpts)>,
 }
 
 impl LocalSubs {
-    /// Adds or replaces `key`'s subscription; true when the filter had no local subscriber.
-    fn add(&mut self, filter: &str, key: ClientKey, opts: SubOpts) -> bool {
-        let id = self.trie.insert(filter).index();
+    /// Empty, with room for [`FILTERS_RESERVED_PER_SHARD`] filters reserved (address space).
+    pub fn new() -> Self {
+        LocalSubs {
+            trie: TopicTrie::with_capacity(FILTERS_RESERVED_PER_SHARD),
+            subscribers: Vec::with_capacity(FILTERS_RESERVED_PER_SHARD),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The id of `filter` while it has a local subscriber.
+    pub fn id(&self, filter: &str) -> Option<FilterId> {
+        self.trie.get(filter)
+    }
+
+    /// The filter string of a subscribed filter's id.
+    pub fn filter(&self, id: FilterId) -> MqttStr {
+        MqttStr::from(self.trie.filter_string(id))
+    }
+
+    /// Adds or replaces `key`'s subscription: the filter's id, and true when the filter had no
+    /// local subscriber.
+    fn add(&mut self, filter: &str, key: ClientKey, opts: SubOpts) -> (FilterId, bool) {
+        let fid = self.trie.insert(filter);
+        let id = fid.index();
         if self.subscribers.len() <= id {
-            self.subscribers.resize_with(id + 1, Vec::new);
+            self.subscribers.resize_with(id + 1, Subscribers::default);
         }
         let subs = &mut self.subscribers[id];
-        let first = subs.is_empty();
-        match subs.iter_mut().find(|(k, _)| *k == key) {
+        let first = subs.as_slice().is_empty();
+        match subs.as_mut_slice().iter_mut().find(|(k, _)| *k == key) {
             Some(entry) => entry.1 = opts,
             None => subs.push((key, opts)),
         }
-        first
+        (fid, first)
     }
 
     /// Removes `key`'s subscription; true when the filter has no local subscriber left.
@@ -68,9 +186,8 @@ impl LocalSubs {
             return false;
         };
         let subs = &mut self.subscribers[id.index()];
-        subs.retain(|(k, _)| *k != key);
-        if subs.is_empty() {
-            *subs = Vec::new();
+        subs.remove(key);
+        if subs.as_slice().is_empty() {
             self.trie.remove(filter);
             return true;
         }
@@ -86,34 +203,55 @@ impl LocalSubs {
     pub fn collect(&self, topic: &str, matches: &mut Matches, out: &mut Vec<(ClientKey, SubOpts)>) {
         self.trie.matches(topic, matches);
         for id in matches.ids() {
-            out.extend_from_slice(&self.subscribers[id.index()]);
+            out.extend_from_slice(self.subscribers[id.index()].as_slice());
         }
     }
 }
 
-type ShardSet = [u64; SHARDS_MAX / 64];
-
-/// Which other shards have subscribers of each filter (replicated on every shard).
-#[derive(Debug, Default)]
+/// Which other shards have subscribers of each filter (replicated on every shard): a bit set of
+/// `words` 64-bit words per filter, as many as the broker's shards need (one up to 64 shards).
+#[derive(Debug)]
 pub(super) struct Routes {
     trie: TopicTrie,
-    shards: Vec<ShardSet>,
+    words: usize,
+    /// `words` words per `FilterId::index()`.
+    shards: Vec<u64>,
 }
 
 impl Routes {
+    pub fn new(nr_shards: usize) -> Self {
+        debug_assert!(nr_shards <= SHARDS_MAX);
+        let words = nr_shards.div_ceil(64).max(1);
+        // Reserved (address space) only when there are other shards to route to.
+        let filters = if nr_shards > 1 {
+            FILTERS_RESERVED_PER_SHARD
+        } else {
+            0
+        };
+        Routes {
+            trie: TopicTrie::with_capacity(filters),
+            words,
+            shards: Vec::with_capacity(filters * words),
+        }
+    }
+
+    fn set(&mut self, id: usize) -> &mut [u64] {
+        &mut self.shards[id * self.words..(id + 1) * self.words]
+    }
+
     pub fn add(&mut self, filter: &str, shard: ShardId) {
         let id = self.trie.insert(filter).index();
-        if self.shards.len() <= id {
-            self.shards.resize(id + 1, [0; SHARDS_MAX / 64]);
+        if self.shards.len() < (id + 1) * self.words {
+            self.shards.resize((id + 1) * self.words, 0);
         }
-        self.shards[id][shard / 64] |= 1 << (shard % 64);
+        self.set(id)[shard / 64] |= 1 << (shard % 64);
     }
 
     pub fn remove(&mut self, filter: &str, shard: ShardId) {
         let Some(id) = self.trie.get(filter) else {
             return;
         };
-        let set = &mut self.shards[id.index()];
+        let set = self.set(id.index());
         set[shard / 64] &= !(1 << (shard % 64));
         if set.iter().all(|&w| w == 0) {
             self.trie.remove(filter);
@@ -126,13 +264,14 @@ impl Routes {
             return;
         }
         self.trie.matches(topic, matches);
-        let mut set: ShardSet = [0; SHARDS_MAX / 64];
+        let mut set = [0u64; SHARDS_MAX / 64];
         for id in matches.ids() {
-            for (w, bits) in set.iter_mut().zip(&self.shards[id.index()]) {
+            let i = id.index() * self.words;
+            for (w, bits) in set.iter_mut().zip(&self.shards[i..i + self.words]) {
                 *w |= bits;
             }
         }
-        for (i, &w) in set.iter().enumerate() {
+        for (i, &w) in set[..self.words].iter().enumerate() {
             let mut w = w;
             while w != 0 {
                 out.push(i * 64 + w.trailing_zeros() as usize);
@@ -166,7 +305,7 @@ struct PendingSubAck {
     /// Lock replies still awaited (exclusive subscriptions).
     locks: usize,
     /// `$SYS` subscribed (options) and unsubscribed (`None`) events, published after the ack.
-    events: Vec<(MqttStr, Option<(QoS, bool, bool)>)>,
+    events: Vec<super::sys::SubEvent>,
     epoch: u64,
     conn: ConnId,
     client: ClientKey,
@@ -226,6 +365,8 @@ impl Broker {
                 self.publish_sub_events(p.client, p.events);
             }
         }
+        // A burst of subscriptions (a reconnect storm) must not leave its peak queue behind.
+        self.route_sync.pending.shrink_to_fit();
     }
 
     /// A lock shard answered for the filter at `index` of held SUBACK `seq`.
@@ -413,7 +554,11 @@ impl Broker {
             Ok(SubscriptionTopic::Plain(_)) => (filter, None),
         };
         let shared = share.is_some();
-        Ok(match self.add_sub(key, &filter, opts, share) {
+        let added = match share {
+            Some(share) => self.add_shared_sub(key, share, opts),
+            None => self.add_sub(key, &filter, opts),
+        };
+        Ok(match added {
             None => (ReasonCode::QuotaExceeded, None),
             Some(existed) => {
                 // Published once the SUBACK is out (`publish_sub_events`).
@@ -485,41 +630,30 @@ impl Broker {
         self.publish_sub_events(key, events);
     }
 
-    /// Adds or replaces a subscription (a shared one with its `share`); `Some(existed)`, or `None`
-    /// over `max_subscriptions`.
+    /// Adds or replaces a subscription; `Some(existed)`, or `None` over `max_subscriptions`.
     pub(super) fn add_sub(
         &mut self,
         key: ClientKey,
         filter: &MqttStr,
         opts: SubOpts,
-        share: Option<Arc<ShareName>>,
     ) -> Option<bool> {
-        let client = &mut self.clients[key as usize];
-        let same = |s: &Sub| s.filter == *filter && s.share.is_some() == share.is_some();
-        let existed = match client.subs.iter_mut().find(|s| same(s)) {
-            Some(sub) => {
-                sub.opts = opts;
-                true
-            }
-            None => {
-                if self
-                    .settings
-                    .max_subscriptions
-                    .is_some_and(|max| client.subs.len() >= max)
-                {
-                    return None;
-                }
-                client.subs.push(Sub {
-                    filter: filter.clone(),
-                    opts,
-                    share: share.clone(),
-                });
-                false
-            }
-        };
-        if let Some(share) = share {
-            self.shared_join(key, &share, opts);
-        } else if self.local.add(filter, key, opts) && self.nr_shards > 1 {
+        let existed = self
+            .local
+            .id(filter)
+            .is_some_and(|f| self.clients[key as usize].subs.contains(f));
+        if !existed
+            && self
+                .settings
+                .max_subscriptions
+                .is_some_and(|max| self.subscription_count(key) >= max)
+        {
+            return None;
+        }
+        let (fid, first) = self.local.add(filter, key, opts);
+        if !existed {
+            self.clients[key as usize].subs.push(fid);
+        }
+        if first && self.nr_shards > 1 {
             let f = filter.clone();
             self.broadcast(|| MeshMsg::RouteAdd(f.clone()));
             self.route_sync.epoch += 1;
@@ -527,12 +661,10 @@ impl Broker {
         Some(existed)
     }
 
-    /// Undoes what [`Self::add_sub`] did for `sub` (already taken out of the session's list).
-    pub(super) fn remove_sub(&mut self, key: ClientKey, sub: &Sub) {
-        match &sub.share {
-            Some(share) => self.shared_leave(key, share),
-            None => self.remove_local_sub(key, &sub.filter),
-        }
+    /// A session's subscriptions, plain and shared.
+    pub(super) fn subscription_count(&self, key: ClientKey) -> usize {
+        let c = &self.clients[key as usize];
+        c.subs.len() + c.shared.as_ref().map_or(0, |s| s.subs.len())
     }
 
     pub(super) fn handle_unsubscribe(
@@ -559,29 +691,32 @@ impl Broker {
                 reasons.push(reason);
                 continue;
             }
-            // `$queue/f` is kept as `$share/$queue/f`.
-            let shared = match parse_subscription(filter, usize::MAX) {
-                Ok(SubscriptionTopic::Shared { group, filter }) => {
-                    Some(super::shared::normalize(group, filter))
-                }
-                _ => None,
-            };
-            let is_shared = shared.is_some();
-            let filter = shared.as_ref().unwrap_or(filter);
-            let client = &mut self.clients[key as usize];
-            let found = client
-                .subs
-                .iter()
-                .position(|s| s.filter == *filter && s.share.is_some() == is_shared);
-            let reason = match found {
-                Some(i) => {
-                    let sub = client.subs.remove(i);
-                    left_group_or_lock |= sub.share.is_some();
-                    self.remove_sub(key, &sub);
-                    removed.push(sub.filter);
+            if let Ok(SubscriptionTopic::Shared { group, filter }) =
+                parse_subscription(filter, usize::MAX)
+            {
+                let share = ShareName {
+                    group: group.into(),
+                    filter: filter.into(),
+                };
+                let reason = if self.remove_shared_sub(key, &share) {
+                    left_group_or_lock = true;
+                    // `$queue/f` is reported as `$share/$queue/f`.
+                    removed.push(super::shared::normalize(group, filter));
                     ReasonCode::Success
-                }
-                None => ReasonCode::NoSubscriptionExisted,
+                } else {
+                    ReasonCode::NoSubscriptionExisted
+                };
+                reasons.push(reason);
+                continue;
+            }
+            let fid = self.local.id(filter);
+            let subs = &mut self.clients[key as usize].subs;
+            let reason = if fid.is_some_and(|f| subs.remove(f)) {
+                self.remove_local_sub(key, filter);
+                removed.push(filter.clone());
+                ReasonCode::Success
+            } else {
+                ReasonCode::NoSubscriptionExisted
             };
             reasons.push(reason);
         }

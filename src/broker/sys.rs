@@ -151,8 +151,12 @@ pub(super) struct SysState {
     pending: Option<(usize, Snapshot)>,
     max: [u64; 10],
     /// `subscribed` events of the SUBSCRIBE being handled, published after its SUBACK.
-    pub sub_events: Vec<(MqttStr, Option<(QoS, bool, bool)>)>,
+    pub sub_events: Vec<SubEvent>,
 }
+
+/// A `$SYS` subscribed event (the filter and its QoS, No Local, Retain As Published) or, with
+/// `None`, an unsubscribed one.
+pub(super) type SubEvent = (MqttStr, Option<(QoS, bool, bool)>);
 
 /// What the `connected` / `disconnected` events say about a connection, kept with its session.
 #[derive(Debug, Clone)]
@@ -223,11 +227,17 @@ impl Broker {
             .iter()
             .filter(|(_, c)| c.client.is_some() && c.close.is_none())
             .count();
-        let subscriptions: usize = self.clients.iter().map(|(_, c)| c.subs.len()).sum();
+        let subscriptions: usize = self
+            .clients
+            .iter()
+            .map(|(k, _)| self.subscription_count(k as u32))
+            .sum();
         let subscribers = self
             .clients
             .iter()
-            .filter(|(_, c)| !c.subs.is_empty())
+            .filter(|(_, c)| {
+                !c.subs.is_empty() || c.shared.as_ref().is_some_and(|s| !s.subs.is_empty())
+            })
             .count();
         let topics = self.local.len() as u64;
         Snapshot {
@@ -435,11 +445,7 @@ impl Broker {
         self.sys_publish(t, s, false);
     }
 
-    pub(super) fn publish_sub_events(
-        &mut self,
-        key: ClientKey,
-        events: Vec<(MqttStr, Option<(QoS, bool, bool)>)>,
-    ) {
+    pub(super) fn publish_sub_events(&mut self, key: ClientKey, events: Vec<SubEvent>) {
         for (filter, opts) in events {
             self.event_subscription(key, &filter, opts);
         }

@@ -67,6 +67,22 @@ fn payloads(packets: &[Packet]) -> Vec<String> {
         .collect()
 }
 
+/// A routed QoS 1 message from another shard's publisher.
+fn qos1_message(topic: &str, payload: &'static str) -> Message {
+    Message::from_publish(
+        Publish {
+            qos: QoS::AtLeastOnce,
+            topic: topic.into(),
+            packet_id: NonZeroU16::new(1),
+            payload: Bytes::from_static(payload.as_bytes()),
+            ..Default::default()
+        },
+        42,
+        0,
+        None,
+    )
+}
+
 fn share(group: &str, filter: &str) -> Arc<ShareName> {
     Arc::new(ShareName {
         group: group.into(),
@@ -161,18 +177,7 @@ fn a_message_for_a_member_that_left_goes_to_another_member() {
         },
         opts: SubOpts::default(),
     };
-    let msg = Message::from_publish(
-        Publish {
-            qos: QoS::AtLeastOnce,
-            topic: "q".into(),
-            packet_id: NonZeroU16::new(1),
-            payload: Bytes::from_static(b"late"),
-            ..Default::default()
-        },
-        42,
-        0,
-        None,
-    );
+    let msg = qos1_message("q", "late");
     b.mesh_in(
         1,
         MeshMsg::SharedPublish(Box::new(SharedDelivery {
@@ -265,18 +270,7 @@ fn a_message_for_a_member_that_unsubscribed_meanwhile_goes_to_another_member() {
         [MeshMsg::SharedDel(_), MeshMsg::RouteSync(e)] => *e,
         other => panic!("expected SharedDel + RouteSync, got {other:?}"),
     };
-    let msg = Message::from_publish(
-        Publish {
-            qos: QoS::AtLeastOnce,
-            topic: "u".into(),
-            packet_id: NonZeroU16::new(1),
-            payload: Bytes::from_static(b"crossed"),
-            ..Default::default()
-        },
-        42,
-        0,
-        None,
-    );
+    let msg = qos1_message("u", "crossed");
     b.mesh_in(
         1,
         MeshMsg::SharedPublish(Box::new(SharedDelivery {

@@ -17,7 +17,7 @@ impl Default for Wheel {
     fn default() -> Self {
         Wheel {
             slots: (0..WHEEL_SLOTS).map(|_| Vec::new()).collect(),
-            deadline: Vec::new(),
+            deadline: Vec::with_capacity(crate::limits::CONNECTIONS_RESERVED_PER_SHARD),
             tick: 1,
         }
     }

@@ -1,10 +1,9 @@
 //! Listening sockets: one SO_REUSEPORT socket per shard and bind address, built with socket2 for
-//! our own backlog (glommio's `bind` hard-codes 1024), and a start-up probe that refuses a port
+//! our own backlog and options, and a start-up probe that refuses a port
 //! that is already taken — SO_REUSEPORT would otherwise let a second broker bind it silently.
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -22,7 +21,7 @@ pub fn probe_free(addr: SocketAddr) -> io::Result<()> {
     Ok(())
 }
 
-/// A non-blocking listening socket with SO_REUSEPORT, to be handed to glommio on one shard.
+/// A non-blocking listening socket with SO_REUSEPORT, to be watched by one shard's reactor.
 pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
@@ -34,14 +33,8 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<Socket> {
     s.set_tcp_nodelay(true)?;
     s.bind(&addr.into())?;
     s.listen(backlog.min(i32::MAX as u32) as i32)?;
+    s.set_nonblocking(true)?;
     Ok(s)
-}
-
-/// Hands a bound socket to the calling shard's reactor.
-pub fn into_glommio(s: Socket) -> glommio::net::TcpListener {
-    // SAFETY: `into_raw_fd` gives up ownership of a valid listening socket, which the listener
-    // then owns alone.
-    unsafe { glommio::net::TcpListener::from_raw_fd(s.into_raw_fd()) }
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! The runtime: the only code that touches glommio, sockets, the clock and signals. It builds the
-//! N×N mesh, binds the listeners, starts one pinned executor per shard (`shard`), drives each
-//! connection (`conn`) and stops everything on SIGINT / SIGTERM.
+//! N×N mesh, binds the listeners, starts one pinned executor per shard (`shard`), serves every
+//! socket of a shard from one reactor task over its readiness ring (`conn`, `poller`) and stops
+//! everything on SIGINT / SIGTERM.
 
 mod conn;
 mod listener;
 mod notify;
+mod poller;
 mod shard;
 
 use std::net::SocketAddr;

@@ -1,29 +1,28 @@
 //! One shard at run time, on its own pinned glommio executor: the broker logic behind a
-//! `RefCell` (borrowed only between awaits), the accept loops, one task per inbound mesh channel,
-//! one flusher task per outbound mesh channel, the one-second tick, and shutdown.
+//! `RefCell` (borrowed only between awaits), the reactor that serves every socket of the shard
+//! (`conn.rs`), one task per inbound mesh channel, one flusher task per outbound mesh channel,
+//! the one-second tick, and shutdown.
 
-use std::cell::RefCell;
-use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use glommio::channels::shared_channel::{
     ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
 };
-use glommio::net::TcpStream;
-use glommio::{Task, spawn_local, timer::sleep};
+use glommio::{spawn_local, timer::sleep};
 
-use super::conn::drive;
-use super::notify::{ConnWakers, Notify};
+use super::conn::{Sockets, linger_sweeper, reactor};
+use super::notify::Notify;
+use super::poller::Poller;
 use crate::broker::{Broker, ConnId, Handoff, MeshMsg, Settings, ShardId};
 use crate::limits::{
-    MESH_BATCH_MESSAGES_MAX, MESH_OUTBOX_MESSAGES_MAX, READ_TURN_BYTES_MAX, SHUTDOWN_GRACE_MS,
+    HEAP_TRIM_CONNECTIONS_CHANGED, MESH_BATCH_MESSAGES_MAX, MESH_OUTBOX_MESSAGES_MAX,
+    READ_TURN_BYTES_MAX, SHUTDOWN_GRACE_MS,
 };
-use crate::protocol::Connect;
 
 pub type Batch = Vec<MeshMsg>;
 
@@ -46,13 +45,22 @@ pub struct ShardSetup {
 /// The shard's state shared by its tasks (all on one thread).
 pub struct Shard {
     pub broker: RefCell<Broker>,
-    pub wakers: ConnWakers,
+    /// Every socket of the shard is watched here.
+    pub poller: Poller,
+    pub sockets: RefCell<Sockets>,
     /// Signalled when mesh messages are queued for a destination.
     flush: Vec<Notify>,
     /// Signalled when a flusher has drained its outbox (publishers waiting on backpressure).
     pub drained: Notify,
+    /// Signalled when a connection starts lingering.
+    pub linger_added: Notify,
     epoch: Instant,
-    dirty: RefCell<Vec<ConnId>>,
+    /// Connections whose output the broker changed, to be written.
+    pub dirty: RefCell<Vec<ConnId>>,
+    /// Open [`Shard::batch`]es: output is written when the outermost ends.
+    pub deferring: Cell<u32>,
+    /// Set while [`Shard::flush_dirty`] runs (it is not re-entered).
+    pub flushing: Cell<bool>,
     /// Every socket read of this shard lands here first.
     scratch: RefCell<Vec<u8>>,
 }
@@ -62,14 +70,14 @@ impl Shard {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Runs `f` on the broker, then wakes the connections and flushers it gave work to.
+    /// Runs `f` on the broker, then writes the output it produced (at the end of the
+    /// enclosing [`Shard::batch`], if any) and wakes the flushers it gave work to.
     pub fn with_broker<R>(&self, f: impl FnOnce(&mut Broker, u64) -> R) -> R {
         let now = self.now_ms();
-        let mut dirty = self.dirty.borrow_mut();
         let r = {
             let mut broker = self.broker.borrow_mut();
             let r = f(&mut broker, now);
-            broker.take_dirty(&mut dirty);
+            broker.take_dirty(&mut self.dirty.borrow_mut());
             for (dest, flush) in self.flush.iter().enumerate() {
                 if dest != broker.shard() && broker.has_mesh_out(dest) {
                     flush.notify_all();
@@ -77,9 +85,7 @@ impl Shard {
             }
             r
         };
-        for id in dirty.drain(..) {
-            self.wakers.wake(id);
-        }
+        self.flush_dirty();
         r
     }
 
@@ -90,9 +96,9 @@ impl Shard {
     }
 
     /// Reads what socket `fd` holds without blocking (at most [`READ_TURN_BYTES_MAX`] per turn)
-    /// into the shard's scratch buffer, and appends `first` and those bytes to `rx` with one
-    /// exact-size allocation. True at end of stream (or on a socket error).
-    pub fn read_available(&self, fd: i32, first: u8, rx: &mut BytesMut) -> bool {
+    /// into the shard's scratch buffer, and appends those bytes to `rx` with one exact-size
+    /// allocation. True at end of stream (or on a socket error).
+    pub fn read_available(&self, fd: i32, rx: &mut BytesMut) -> bool {
         let mut scratch = self.scratch.borrow_mut();
         let mut len = 0;
         let mut eof = false;
@@ -124,9 +130,10 @@ impl Shard {
                 }
             }
         }
-        rx.reserve(1 + len);
-        rx.extend_from_slice(&[first]);
-        rx.extend_from_slice(&scratch[..len]);
+        if len > 0 {
+            rx.reserve(len);
+            rx.extend_from_slice(&scratch[..len]);
+        }
         eof
     }
 
@@ -134,32 +141,6 @@ impl Shard {
     pub fn mesh_backlogged(&self) -> bool {
         let b = self.broker.borrow();
         (0..b.nr_shards()).any(|d| d != b.shard() && b.mesh_out_len(d) > MESH_OUTBOX_MESSAGES_MAX)
-    }
-
-    /// Starts the protocol state and the driver task for a socket now owned by this shard.
-    pub fn spawn_conn(
-        self: &Rc<Self>,
-        stream: TcpStream,
-        peer: SocketAddr,
-        handoff: Option<(Box<Connect>, Bytes)>,
-    ) {
-        let sockport = stream.local_addr().map_or(0, |a| a.port());
-        let (id, rx) = self.with_broker(|b, now| {
-            let id = b.open(peer, now);
-            b.set_sockport(id, sockport);
-            let rx = match handoff {
-                Some((connect, rest)) => {
-                    b.accept_handoff(id, connect);
-                    BytesMut::from(&rest[..])
-                }
-                None => BytesMut::new(),
-            };
-            (id, rx)
-        });
-        self.wakers.reset(id);
-        // The broker may already have queued the CONNACK.
-        self.wakers.wake(id);
-        spawn_local(drive(self.clone(), stream, id, rx)).detach();
     }
 }
 
@@ -176,13 +157,18 @@ pub async fn run(setup: ShardSetup) -> Result<(), String> {
         shutdown,
         wills_published,
     } = setup;
+    let poller = Poller::new().map_err(|e| format!("epoll_create: {e}"))?;
     let ctx = Rc::new(Shard {
         broker: RefCell::new(Broker::new(shard, nr_shards, Rc::new(settings))),
-        wakers: ConnWakers::default(),
+        poller,
+        sockets: RefCell::new(Sockets::default()),
         flush: (0..nr_shards).map(|_| Notify::default()).collect(),
         drained: Notify::default(),
+        linger_added: Notify::default(),
         epoch,
         dirty: RefCell::new(Vec::new()),
+        deferring: Cell::new(0),
+        flushing: Cell::new(false),
         scratch: RefCell::new(vec![0; READ_TURN_BYTES_MAX]),
     });
 
@@ -208,11 +194,10 @@ pub async fn run(setup: ShardSetup) -> Result<(), String> {
         }
     }
 
-    let mut accepts: Vec<Task<()>> = Vec::new();
-    for l in listeners {
-        let l = super::listener::into_glommio(l);
-        accepts.push(spawn_local(accept_loop(ctx.clone(), l)));
-    }
+    ctx.listen(listeners)
+        .map_err(|e| format!("cannot watch the listeners: {e}"))?;
+    spawn_local(reactor(ctx.clone())).detach();
+    spawn_local(linger_sweeper(ctx.clone())).detach();
     ctx.with_broker(|b, now| b.set_unix_time(now, unix_ms()));
     spawn_local(ticker(ctx.clone())).detach();
 
@@ -222,7 +207,7 @@ pub async fn run(setup: ShardSetup) -> Result<(), String> {
     // Stop accepting, publish the wills while every shard's clients are still connected, and
     // wait until every shard has done so and its wills have crossed the mesh; then tell every
     // client and let the connections close.
-    drop(accepts);
+    ctx.stop_listening();
     ctx.with_broker(|b, now| b.publish_wills_for_shutdown(now));
     let deadline = Instant::now() + Duration::from_millis(SHUTDOWN_GRACE_MS / 2);
     while ctx.mesh_pending() && Instant::now() < deadline {
@@ -244,24 +229,6 @@ pub async fn run(setup: ShardSetup) -> Result<(), String> {
     Ok(())
 }
 
-async fn accept_loop(ctx: Rc<Shard>, listener: glommio::net::TcpListener) {
-    loop {
-        match listener.accept().await {
-            Ok(stream) => {
-                let Ok(peer) = stream.peer_addr() else {
-                    continue;
-                };
-                ctx.spawn_conn(stream, peer, None);
-            }
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning on the error.
-                tracing::warn!(error = %e, "accept failed");
-                sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
 /// One task per inbound channel, looping only on `recv` (DESIGN.md: never in a select).
 async fn inbound(ctx: Rc<Shard>, from: ShardId, rx: ConnectedReceiver<Batch>) {
     while let Some(batch) = rx.recv().await {
@@ -273,13 +240,15 @@ async fn inbound(ctx: Rc<Shard>, from: ShardId, rx: ConnectedReceiver<Batch>) {
                 }
             }
         });
-        for h in handoffs {
-            adopt(&ctx, *h);
-        }
+        ctx.batch(|| {
+            for h in handoffs {
+                adopt(&ctx, *h);
+            }
+        });
     }
 }
 
-/// A connection handed over by another shard: rebuild the stream from its fd here.
+/// A connection handed over by another shard: its socket is watched here from now on.
 fn adopt(ctx: &Rc<Shard>, h: Handoff) {
     let Handoff {
         fd,
@@ -287,9 +256,17 @@ fn adopt(ctx: &Rc<Shard>, h: Handoff) {
         connect,
         rest,
     } = h;
-    // SAFETY: `into_raw_fd` gives the stream sole ownership of a valid connected socket.
-    let stream = unsafe { TcpStream::from_raw_fd(fd.into_raw_fd()) };
-    ctx.spawn_conn(stream, peer, Some((connect, rest)));
+    let sockport = local_port(&fd);
+    ctx.open_conn(fd, peer, sockport, Some((connect, rest)));
+}
+
+/// The local port of a socket (0 if unknown).
+fn local_port(fd: &std::os::fd::OwnedFd) -> u16 {
+    socket2::SockRef::from(fd)
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map_or(0, |a| a.port())
 }
 
 /// Sends this shard's queued mesh messages to `dest` in batches, waiting for room in the ring.
@@ -320,38 +297,30 @@ fn unix_ms() -> u64 {
 }
 
 async fn ticker(ctx: Rc<Shard>) {
+    let mut trimmed_at = 0;
+    let mut settle = false;
     loop {
         sleep(Duration::from_secs(1)).await;
         ctx.with_broker(|b, now| b.tick(now, unix_ms()));
+        let conns = ctx.broker.borrow().connection_count();
+        if conns.abs_diff(trimmed_at) >= HEAP_TRIM_CONNECTIONS_CHANGED {
+            trim_heap();
+            trimmed_at = conns;
+            settle = true;
+        } else if settle {
+            trim_heap();
+            settle = false;
+        }
     }
 }
 
-/// Moves a socket to its home shard: the fd is duplicated, the glommio stream dropped (which
-/// cancels its poll on this shard's ring), and the duplicate sent with the CONNECT.
-pub fn hand_off(
-    ctx: &Rc<Shard>,
-    id: ConnId,
-    stream: TcpStream,
-    peer: SocketAddr,
-    home: ShardId,
-    connect: Box<Connect>,
-    rest: BytesMut,
-) {
-    // SAFETY: dup of a descriptor we own; the result is checked before use.
-    let dup = unsafe { libc::dup(stream.as_raw_fd()) };
-    drop(stream);
-    ctx.with_broker(|b, _| b.release(id));
-    if dup < 0 {
-        tracing::warn!("handoff: dup failed: {}", std::io::Error::last_os_error());
-        return;
+/// Gives the free pages of every malloc arena back to the kernel (glibc; a no-op elsewhere).
+/// Costs a walk of the free lists and a few `madvise` calls: called after connect or disconnect
+/// bursts only (see [`HEAP_TRIM_CONNECTIONS_CHANGED`]).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases memory the allocator holds free; always safe to call.
+    unsafe {
+        libc::malloc_trim(0);
     }
-    // SAFETY: `dup` returned a fresh descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(dup) };
-    let h = Handoff {
-        fd,
-        peer,
-        connect,
-        rest: rest.freeze(),
-    };
-    ctx.with_broker(|b, _| b.queue_handoff(home, h));
 }

@@ -99,6 +99,18 @@ pub struct Counters {
 }
 
 impl Counters {
+    pub const ZERO: Counters = Counters {
+        delivered: 0,
+        resent: 0,
+        acked: 0,
+        dropped_queue_full: 0,
+        dropped_expired: 0,
+        dropped_too_large: 0,
+        dropped_qos0: 0,
+        dropped_awaiting_full: 0,
+        awaiting_rel_expired: 0,
+    };
+
     pub fn add(&mut self, o: &Counters) {
         self.delivered += o.delivered;
         self.resent += o.resent;

@@ -91,7 +91,7 @@ impl Session {
         let max = self.cfg.max_awaiting_rel as usize;
         if max != 0 && self.awaiting_rel_len() >= max {
             // Answered by an error PUBREC, so it takes no quota.
-            self.counters.dropped_awaiting_full += 1;
+            self.count().dropped_awaiting_full += 1;
             return Ok(Qos2Inbound::Full);
         }
         self.take_receive_quota()?;
@@ -168,7 +168,9 @@ impl Session {
             }
             n += 1;
         }
-        self.counters.awaiting_rel_expired += n as u64;
+        if n > 0 {
+            self.count().awaiting_rel_expired += n as u64;
+        }
         n
     }
 

@@ -9,7 +9,8 @@
 //! [`Session`] struct and its lifecycle (connect, disconnect, resume, shared-subscription
 //! hand-back).
 //!
-//! Memory: a session is a fixed 128-byte struct (asserted in the tests); every queue and map lives in one boxed
+//! Memory: a session is a fixed struct of at most 64 bytes (asserted in the tests: the shard's
+//! configuration is shared, the counters are boxed on first use); every queue and map lives in one boxed
 //! `State` that is allocated on first use and freed again by [`Session::compact`] once empty.
 //! Look-ups by packet id are linear scans of the in-flight window / awaiting-rel list (bounded by
 //! `max_inflight` and `max_awaiting_rel`, 32 and 100 by default), which beats a hash map at these
@@ -26,6 +27,7 @@ mod tests;
 use std::collections::VecDeque;
 use std::mem;
 use std::num::NonZeroU16;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use hashbrown::HashMap;
@@ -41,9 +43,12 @@ pub use outbound::{DropReason, Outcome};
 /// session is persistent ([`Session::disconnect`] then [`Session::resume`]).
 #[derive(Debug)]
 pub struct Session {
-    cfg: SessionConfig,
+    /// Shared by every session of the shard.
+    cfg: Rc<SessionConfig>,
     client: ClientLimits,
-    counters: Counters,
+    /// Allocated by the first count, freed again by [`Session::take_counters`]: an idle session
+    /// carries none.
+    counters: Option<Box<Counters>>,
     /// Queues and maps, allocated on first use.
     state: Option<Box<State>>,
     /// The last outbound packet id handed out (0 before the first).
@@ -118,11 +123,11 @@ struct AwaitingRel {
 
 impl Session {
     /// A new, connected session.
-    pub fn new(cfg: SessionConfig, client: ClientLimits) -> Session {
+    pub fn new(cfg: impl Into<Rc<SessionConfig>>, client: ClientLimits) -> Session {
         Session {
-            cfg,
+            cfg: cfg.into(),
             client,
-            counters: Counters::default(),
+            counters: None,
             state: None,
             next_pid: 0,
             inbound_unacked: 0,
@@ -143,12 +148,17 @@ impl Session {
     }
 
     pub fn counters(&self) -> &Counters {
-        &self.counters
+        static ZERO: Counters = Counters::ZERO;
+        self.counters.as_deref().unwrap_or(&ZERO)
     }
 
     /// Returns the counters accumulated since the last call and resets them.
     pub fn take_counters(&mut self) -> Counters {
-        mem::take(&mut self.counters)
+        self.counters.take().map_or_else(Counters::default, |c| *c)
+    }
+
+    fn count(&mut self) -> &mut Counters {
+        self.counters.get_or_insert_with(Box::default)
     }
 
     /// Outbound QoS 1/2 packet ids in use (including those awaiting PUBCOMP).
@@ -210,7 +220,7 @@ impl Session {
                 continue;
             };
             if self.emit(&d, Some(pid), true, now_ms, out) {
-                self.counters.resent += 1;
+                self.count().resent += 1;
                 self.state_mut().inflight[i].delivery = Some(d);
                 i += 1;
             } else {

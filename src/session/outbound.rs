@@ -64,7 +64,7 @@ impl Session {
         out: &mut Vec<Packet>,
     ) -> Outcome {
         if msg.is_expired(now_ms) {
-            self.counters.dropped_expired += 1;
+            self.count().dropped_expired += 1;
             return Outcome::Dropped(DropReason::Expired);
         }
         let d = Delivery { msg, opts };
@@ -76,7 +76,7 @@ impl Session {
             };
         }
         if qos0 && !self.connected && !self.cfg.mqueue_store_qos0 {
-            self.counters.dropped_qos0 += 1;
+            self.count().dropped_qos0 += 1;
             return Outcome::Dropped(DropReason::Qos0NotStored);
         }
         let max = self.cfg.max_mqueue_len as usize;
@@ -86,7 +86,9 @@ impl Session {
             s.mqueue.pop_front();
         }
         s.mqueue.push_back(d);
-        self.counters.dropped_queue_full += u64::from(full);
+        if full {
+            self.count().dropped_queue_full += 1;
+        }
         Outcome::Queued
     }
 
@@ -148,7 +150,7 @@ impl Session {
     fn complete(&mut self, found: Option<usize>, now_ms: u64, out: &mut Vec<Packet>) -> bool {
         let Some(i) = found else { return false };
         self.state_mut().inflight.remove(i);
-        self.counters.acked += 1;
+        self.count().acked += 1;
         self.drain(now_ms, out);
         true
     }
@@ -170,7 +172,7 @@ impl Session {
             }
             let d = s.mqueue.pop_front().expect("front exists");
             if d.msg.is_expired(now_ms) {
-                self.counters.dropped_expired += 1;
+                self.count().dropped_expired += 1;
                 continue;
             }
             self.send_new(d, now_ms, out);
@@ -186,7 +188,7 @@ impl Session {
         if !self.emit(&d, pid, false, now_ms, out) {
             return false;
         }
-        self.counters.delivered += 1;
+        self.count().delivered += 1;
         if let Some(pid) = pid {
             let delivery = Some(d);
             self.state_mut()
@@ -240,7 +242,7 @@ impl Session {
                 plan = None;
             }
             if !fits(&pkt) {
-                self.counters.dropped_too_large += 1;
+                self.count().dropped_too_large += 1;
                 return false;
             }
         }

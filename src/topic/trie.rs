@@ -131,6 +131,16 @@ impl TopicTrie {
         Self::default()
     }
 
+    /// A trie with room for `nodes` nodes reserved up front. Not advised for huge pages (one
+    /// touched byte would then make a whole 2 MiB page resident): meant for a large reservation
+    /// that the allocator maps lazily. Growth beyond it doubles and advises as usual.
+    pub fn with_capacity(nodes: usize) -> Self {
+        let mut trie = Self::default();
+        trie.nodes
+            .reserve_exact(nodes.saturating_sub(trie.nodes.len()));
+        trie
+    }
+
     /// Adds `filter`, or returns its id if present. Expects a filter that passed
     /// [`validate_topic_filter`](super::validate_topic_filter); other strings are stored as they
     /// are (a `#` that is not last then matches nothing, as in [`matches`](super::matches)).

@@ -6,7 +6,7 @@ use super::*;
 #[test]
 fn session_is_small() {
     let n = std::mem::size_of::<Session>();
-    assert!(n <= 136, "size_of::<Session>() = {n}");
+    assert!(n <= 64, "size_of::<Session>() = {n}");
 }
 
 #[test]
