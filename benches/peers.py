@@ -639,7 +639,7 @@ def row_cells(r):
             notes.append(f"{r['connected']} in {r['connect_s']} s = {r['conn_per_s']:,}/s")
         else:
             notes.append(f"connected {r.get('connected')}, failed {r.get('failed')}")
-    if r.get("failed"):
+    if r.get("failed") and r.get("kind") != "conn":
         notes.append(f"failed {r['failed']}")
     if r.get("errors"):
         notes.append(f"errors {r['errors']}")
