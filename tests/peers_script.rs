@@ -1,0 +1,86 @@
+//! CI smoke test of `benches/peers.py` (the peer benchmark script): a `--quick` fan-in run
+//! against ringmq (1 and 2 shards) and Mosquitto (`.ci/run` installs the `mosquitto` package)
+//! must print a table with a row for each broker, each with a nonzero delivered msg/s.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// Parses a delivered/s cell ("20.0k", "1.2M", "950") into msg/s.
+fn rate(cell: &str) -> f64 {
+    let (num, mult) = match cell.chars().last() {
+        Some('k') => (&cell[..cell.len() - 1], 1e3),
+        Some('M') => (&cell[..cell.len() - 1], 1e6),
+        _ => (cell, 1.0),
+    };
+    num.parse::<f64>().map_or(0.0, |v| v * mult)
+}
+
+#[test]
+fn quick_fanin_has_a_row_per_broker_with_deliveries() {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_ringmq"))
+        .parent()
+        .expect("bin dir");
+    assert!(bin_dir.join("ringmq-bench").exists(), "ringmq-bench built");
+    let out_base = std::env::temp_dir().join(format!("ringmq-peers-smoke-{}", std::process::id()));
+    let started = Instant::now();
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers.py"))
+        .args([
+            "--quick",
+            "--brokers",
+            "ringmq,mosquitto",
+            "--scenarios",
+            "fanin",
+        ])
+        .args(["--no-build", "--quiet", "--bin-dir"])
+        .arg(bin_dir)
+        .arg("--out")
+        .arg(&out_base)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python3 benches/peers.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "peers.py failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    println!(
+        "{stdout}\n(peers.py took {:.1} s)",
+        started.elapsed().as_secs_f64()
+    );
+
+    // The printed table: a header, then rows starting with the broker's name.
+    assert!(stdout.contains("delivered/s"), "no table:\n{stdout}");
+    // The same table as markdown, split into cells.
+    let md_path = out_base.with_extension("md");
+    let md = std::fs::read_to_string(&md_path).expect("markdown written by --out");
+    let _ = std::fs::remove_file(&md_path);
+    let _ = std::fs::remove_file(out_base.with_extension("json"));
+    let rows: Vec<Vec<&str>> = md
+        .lines()
+        .filter(|l| l.starts_with("| "))
+        .map(|l| l.trim_matches('|').split(" | ").map(str::trim).collect())
+        .collect();
+    let header = &rows[0];
+    let col = |name: &str| header.iter().position(|h| *h == name).expect(name);
+    let (broker, scenario, delivered) = (col("broker"), col("scenario"), col("delivered/s"));
+    for want in ["ringmq-1", "ringmq-2", "mosquitto"] {
+        let mine: Vec<_> = rows[1..].iter().filter(|r| r[broker] == want).collect();
+        assert!(!mine.is_empty(), "no row for {want}:\n{md}");
+        assert!(
+            stdout.lines().any(|l| l.starts_with(want)),
+            "printed table has no row for {want}:\n{stdout}"
+        );
+        for r in mine {
+            assert!(
+                rate(r[delivered]) > 0.0,
+                "{want} {}: delivered/s {:?}:\n{md}",
+                r[scenario],
+                r[delivered]
+            );
+        }
+    }
+}
