@@ -10,6 +10,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// Fails when something already listens on `addr`, including another ringmq (or another
 /// SO_REUSEPORT socket). The probe binds without SO_REUSEPORT, so any listener makes it fail;
 /// SO_REUSEADDR keeps connections in TIME_WAIT from a previous run from counting.
+///
+/// The probe only binds, it never listens: a listening probe would accept handshakes in the
+/// instant before it is closed, and those clients would see their connection reset (seen in CI:
+/// a test's first connect got ECONNRESET).
 pub fn probe_free(addr: SocketAddr) -> io::Result<()> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
@@ -17,7 +21,6 @@ pub fn probe_free(addr: SocketAddr) -> io::Result<()> {
         s.set_only_v6(true)?;
     }
     s.bind(&addr.into())?;
-    s.listen(1)?;
     Ok(())
 }
 
