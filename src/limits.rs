@@ -48,6 +48,27 @@ pub const FILTERS_RESERVED_PER_SHARD: usize = 1 << 16;
 /// window and the session's message queue instead.
 pub const WRITE_QUEUE_BYTES_MAX: usize = 1024 * 1024;
 
+/// Bytes queued for one client socket above which the connection that published the message
+/// stops being read until that output has drained to half of it (backpressure: the publisher's
+/// TCP window closes instead of messages being dropped). Well below
+/// [`WRITE_QUEUE_BYTES_MAX`], so that the packets the stalled publishers had already sent still
+/// fit.
+pub const STALL_WRITE_BYTES: usize = 256 * 1024;
+
+/// Output queued for one socket during a reactor round above which it is written at once rather
+/// than at the end of the round, so that a round reading many publishers does not pile up one
+/// subscriber's output.
+pub const FLUSH_EARLY_BYTES: usize = 64 * 1024;
+
+/// The longest a publisher waits for a congested subscriber. A subscriber still congested then is
+/// marked slow: it stalls nobody until it has drained (its QoS 0 messages are dropped over
+/// [`WRITE_QUEUE_BYTES_MAX`] and its queue sheds its oldest entries, as without backpressure), so
+/// a client that stops reading costs each of its publishers one such wait.
+pub const STALL_MAX_MS: u64 = 100;
+
+/// How often stalled publishers are checked when no socket activity triggers a check.
+pub const STALL_POLL_MS: u64 = 1;
+
 /// Length of the per-shard timer wheel in one-second ticks; longer deadlines are re-filed lazily.
 pub const WHEEL_SLOTS: usize = 512;
 

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use bytes::BytesMut;
 
 use super::{Broker, ClientKey, ConnId, ShardId};
+use crate::limits::FLUSH_EARLY_BYTES;
 use crate::protocol::{
     Connect, DecodeError, Decoder, Disconnect, MqttStr, Packet, ProtocolVersion, ReasonCode,
     Response,
@@ -44,6 +45,11 @@ pub enum Input {
     },
     /// Stop reading: flush the queued output and close.
     Close,
+    /// A message from this connection went to a local subscriber whose output is congested (this
+    /// connection): stop reading until [`Broker::congested`] says it has drained or
+    /// [`STALL_MAX_MS`](crate::limits::STALL_MAX_MS) has passed. The bytes after the packet
+    /// that stalled are left in `rx`, to be fed again then.
+    Stall(ConnId),
 }
 
 #[derive(Debug)]
@@ -55,6 +61,12 @@ pub(super) struct Conn {
     /// Set once CONNECT succeeded.
     pub client: Option<ClientKey>,
     pub dirty: bool,
+    /// Made no progress for [`STALL_MAX_MS`](crate::limits::STALL_MAX_MS) while congested:
+    /// deliveries to it stall nobody until it makes progress again.
+    pub slow: bool,
+    /// Bumped whenever the client shows it is consuming: it sent something, or the kernel took
+    /// all of its previous output. Publishers stalled on it keep waiting while this moves.
+    pub progress: u16,
     /// Seconds of silence allowed (1.5 × keep-alive), 0 = no keep-alive.
     pub keepalive_secs: u32,
     /// Acknowledgements waiting, in order, behind one whose retained message is not stored yet:
@@ -75,6 +87,8 @@ impl Conn {
             close: None,
             client: None,
             dirty: false,
+            slow: false,
+            progress: 0,
             keepalive_secs: 0,
             held_acks: None,
             sockport: 0,
@@ -98,6 +112,15 @@ impl Broker {
     /// connection `id`'s socket); a partial packet stays in `rx`.
     pub fn input(&mut self, id: ConnId, rx: &mut BytesMut, now_ms: u64) -> Input {
         self.now_ms = now_ms;
+        self.reading = Some(id);
+        self.stall = None;
+        self.made_progress(id);
+        let r = self.input_packets(id, rx);
+        self.reading = None;
+        r
+    }
+
+    fn input_packets(&mut self, id: ConnId, rx: &mut BytesMut) -> Input {
         loop {
             let Some(conn) = self.conns.get_mut(id as usize) else {
                 return Input::Close;
@@ -123,7 +146,11 @@ impl Broker {
                 self.keepalive.extend(id, conn.keepalive_secs);
             }
             match self.dispatch(id, packet) {
-                Flow::Continue => {}
+                Flow::Continue => {
+                    if let Some(on) = self.stall.take() {
+                        return Input::Stall(on);
+                    }
+                }
                 Flow::Handoff(home, connect) => return Input::Handoff { home, connect },
                 Flow::Stop => return Input::Close,
             }
@@ -196,6 +223,9 @@ impl Broker {
         if !conn.dirty {
             conn.dirty = true;
             self.dirty.push(id);
+        }
+        if before < FLUSH_EARLY_BYTES && conn.tx.len() >= FLUSH_EARLY_BYTES {
+            self.big_output.push(id);
         }
     }
 

@@ -51,7 +51,7 @@ use ahash::AHashMap;
 use bytes::BytesMut;
 use slab::Slab;
 
-use crate::limits::CONNECTIONS_RESERVED_PER_SHARD;
+use crate::limits::{CONNECTIONS_RESERVED_PER_SHARD, STALL_WRITE_BYTES};
 use crate::protocol::{MqttStr, Packet, ProtocolVersion};
 use crate::session::Session;
 use crate::topic::Matches;
@@ -268,6 +268,16 @@ pub struct Broker {
     /// Unix time in ms minus `now_ms`, from the last wall-clock input.
     unix_offset_ms: i64,
     pub counters: Counters,
+    /// The connection whose input is being handled, if any.
+    reading: Option<ConnId>,
+    /// A congested local subscriber the last deliveries went to (not the reading connection
+    /// itself, nor one marked slow): its source stops until it drains.
+    stall: Option<ConnId>,
+    /// Queue length of a connected session above which its publishers stall.
+    queue_stall_len: usize,
+    /// Connections whose output passed [`FLUSH_EARLY_BYTES`](crate::limits::FLUSH_EARLY_BYTES)
+    /// since the runtime last asked: written at once.
+    big_output: Vec<ConnId>,
     /// `$SYS` timers and the stats round in flight (used on shard 0).
     sys: sys::SysState,
 }
@@ -275,6 +285,7 @@ pub struct Broker {
 impl Broker {
     pub fn new(shard: ShardId, nr_shards: usize, settings: Rc<Settings>) -> Self {
         let seed = shared_seed(&settings, shard);
+        let queue_stall_len = queue_stall_len(&settings);
         Broker {
             shard,
             nr_shards,
@@ -307,6 +318,10 @@ impl Broker {
             now_ms: 0,
             unix_offset_ms: 0,
             counters: Counters::default(),
+            reading: None,
+            stall: None,
+            queue_stall_len,
+            big_output: Vec::new(),
             sys: sys::SysState::default(),
         }
     }
@@ -331,6 +346,70 @@ impl Broker {
             }
         }
         out.append(&mut self.dirty);
+    }
+
+    /// Connections whose queued output grew past
+    /// [`FLUSH_EARLY_BYTES`](crate::limits::FLUSH_EARLY_BYTES) since the last call.
+    pub fn take_big_output(&mut self, out: &mut Vec<ConnId>) {
+        out.append(&mut self.big_output);
+    }
+
+    /// The congested subscriber the deliveries since the last call went to, if any: the caller
+    /// (the mesh inbound task) waits for it like a stalled publisher.
+    pub fn take_stall(&mut self) -> Option<ConnId> {
+        self.stall.take()
+    }
+
+    /// Whether a publisher stalled on connection `id` must keep waiting: its queued output is
+    /// above half of [`STALL_WRITE_BYTES`] or its session's queue above half the stall length.
+    /// False once the connection is gone.
+    pub fn congested(&self, id: ConnId) -> bool {
+        let Some(c) = self.conns.get(id as usize) else {
+            return false;
+        };
+        let queued = c
+            .client
+            .and_then(|k| self.clients.get(k as usize))
+            .map_or(0, |cl| cl.session.queue_len());
+        c.tx.len() > STALL_WRITE_BYTES / 2 || queued > self.queue_stall_len / 2
+    }
+
+    /// How far connection `id` has consumed (see `Conn::progress`); publishers stalled on it
+    /// wait while this changes at least every [`STALL_MAX_MS`](crate::limits::STALL_MAX_MS).
+    pub fn progress(&self, id: ConnId) -> u16 {
+        self.conns.get(id as usize).map_or(0, |c| c.progress)
+    }
+
+    /// The client of connection `id` sent something, or the kernel took some of its blocked
+    /// output: it is alive and consuming.
+    pub fn made_progress(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(id as usize) {
+            c.progress = c.progress.wrapping_add(1);
+            c.slow = false;
+        }
+    }
+
+    /// Connection `id` made no progress for [`STALL_MAX_MS`](crate::limits::STALL_MAX_MS) while
+    /// congested: deliveries to it stall nobody until it makes progress again.
+    pub fn mark_slow(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(id as usize) {
+            c.slow = true;
+        }
+    }
+
+    /// After a delivery to connection `id` with `queued` messages in its session's queue: a
+    /// congested subscriber stalls the source of the message, unless it is slow or the source
+    /// itself.
+    pub(super) fn check_congestion(&mut self, id: ConnId, queued: usize) {
+        let Some(c) = self.conns.get_mut(id as usize) else {
+            return;
+        };
+        if (c.tx.len() > STALL_WRITE_BYTES || queued > self.queue_stall_len)
+            && !c.slow
+            && self.reading != Some(id)
+        {
+            self.stall = Some(id);
+        }
     }
 
     /// Whether mesh messages wait for `dest`.
@@ -458,7 +537,14 @@ impl Broker {
     /// Takes a connection's queued output: the bytes to write and whether to close afterwards.
     pub fn take_output(&mut self, id: ConnId) -> (BytesMut, Option<CloseReason>) {
         match self.conns.get_mut(id as usize) {
-            Some(c) => (std::mem::take(&mut c.tx), c.close),
+            Some(c) => {
+                if !c.tx.is_empty() {
+                    // Only asked for once the kernel took all of the previous output.
+                    c.progress = c.progress.wrapping_add(1);
+                    c.slow = false;
+                }
+                (std::mem::take(&mut c.tx), c.close)
+            }
             None => (BytesMut::new(), Some(CloseReason::Normal)),
         }
     }
@@ -480,6 +566,16 @@ impl Broker {
         if let Some(c) = self.conns.get_mut(id as usize) {
             c.sockport = port;
         }
+    }
+}
+
+/// Queue length of a connected session above which its publishers stall: half of
+/// `max_mqueue_len` (so the queue never sheds while its subscriber keeps draining), 500 when the
+/// queue is unbounded.
+fn queue_stall_len(settings: &Settings) -> usize {
+    match settings.session_config().max_mqueue_len {
+        0 => 500,
+        n => (n as usize / 2).max(1),
     }
 }
 

@@ -279,6 +279,8 @@ impl Broker {
     /// Runs `f` on a client's session and writes the packets it produced to the client's
     /// connection, if it has one. QoS 0 PUBLISHes to a connection whose output queue is over
     /// [`WRITE_QUEUE_BYTES_MAX`] are dropped and counted: a stalled subscriber cannot grow memory.
+    /// Before that, a connection whose output or queue is congested stalls the publisher
+    /// ([`Broker::check_congestion`]).
     pub(super) fn with_session<R>(
         &mut self,
         key: ClientKey,
@@ -289,6 +291,7 @@ impl Broker {
         let client = self.clients.get_mut(key as usize)?;
         let r = f(&mut client.session, now, &mut packets);
         let conn = client.conn;
+        let queued = client.session.queue_len();
         for packet in packets.drain(..) {
             let Some(id) = conn else { break };
             let backlog = self.conns.get(id as usize).map_or(0, |c| c.tx.len());
@@ -301,6 +304,9 @@ impl Broker {
             self.send(id, &packet);
         }
         self.packets = packets;
+        if let Some(id) = conn {
+            self.check_congestion(id, queued);
+        }
         Some(r)
     }
 }

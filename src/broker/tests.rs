@@ -534,3 +534,152 @@ fn a_lock_granted_after_the_session_ended_is_given_back() {
     }
     assert_eq!(b.session_count(), 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Backpressure: a congested subscriber stalls its publisher instead of dropping
+
+fn one_shard(settings: Settings) -> Broker {
+    Broker::new(0, 1, Rc::new(settings))
+}
+
+fn subscribed(b: &mut Broker, client: &str, filter: &str, qos: QoS) -> ConnId {
+    let id = connected(b, client);
+    let mut rx = bytes_of(Packet::Subscribe(Subscribe {
+        packet_id: NonZeroU16::new(1).unwrap(),
+        properties: Default::default(),
+        filters: vec![(
+            MqttStr::from(filter),
+            SubscriptionOptions {
+                qos,
+                ..Default::default()
+            },
+        )],
+    }));
+    assert!(matches!(b.input(id, &mut rx, 0), super::Input::Continue));
+    assert!(matches!(output(b, id).as_slice(), [Packet::SubAck(_)]));
+    id
+}
+
+fn publishes(n: usize, qos: QoS, size: usize) -> BytesMut {
+    let mut rx = BytesMut::new();
+    for i in 0..n {
+        let p = Packet::Publish(Publish {
+            qos,
+            packet_id: (qos != QoS::AtMostOnce).then(|| NonZeroU16::new(i as u16 + 1).unwrap()),
+            topic: MqttStr::from("t"),
+            payload: Bytes::from(vec![b'x'; size]),
+            ..Default::default()
+        });
+        p.encode(V, &mut rx).unwrap();
+    }
+    rx
+}
+
+fn count_publishes(b: &mut Broker, id: ConnId) -> usize {
+    output(b, id)
+        .iter()
+        .filter(|p| matches!(p, Packet::Publish(_)))
+        .count()
+}
+
+#[test]
+fn a_subscriber_over_the_output_mark_stalls_its_publisher_with_the_rest_unread() {
+    use crate::limits::STALL_WRITE_BYTES;
+    let mut b = one_shard(Settings::default());
+    let s = subscribed(&mut b, "s", "t", QoS::AtMostOnce);
+    let p = connected(&mut b, "p");
+    let mut rx = publishes(400, QoS::AtMostOnce, 1024);
+    let total = rx.len();
+    match b.input(p, &mut rx, 1) {
+        super::Input::Stall(on) => assert_eq!(on, s),
+        other => panic!("expected a stall on the subscriber, got {other:?}"),
+    }
+    assert!(b.congested(s));
+    // Stopped right after the packet that crossed the mark: the rest is left unread.
+    let handled = total - rx.len();
+    assert!(
+        handled > STALL_WRITE_BYTES && handled < STALL_WRITE_BYTES + 2 * 1100,
+        "{handled} bytes handled"
+    );
+    // The kernel took the subscriber's output: it has drained and made progress.
+    let progress = b.progress(s);
+    let first = count_publishes(&mut b, s);
+    assert!(!b.congested(s));
+    assert_ne!(b.progress(s), progress);
+    assert!(matches!(b.input(p, &mut rx, 2), super::Input::Continue));
+    assert!(rx.is_empty());
+    assert_eq!(first + count_publishes(&mut b, s), 400, "nothing dropped");
+
+    // A subscriber marked slow (no progress while congested) stalls nobody ...
+    let mut rx = publishes(400, QoS::AtMostOnce, 1024);
+    assert!(matches!(b.input(p, &mut rx, 3), super::Input::Stall(_)));
+    b.mark_slow(s);
+    assert!(matches!(b.input(p, &mut rx, 4), super::Input::Continue));
+    // ... until it shows it is consuming again.
+    let mut ping = bytes_of(Packet::PingReq);
+    b.input(s, &mut ping, 5);
+    let mut rx = publishes(10, QoS::AtMostOnce, 1024);
+    assert!(matches!(b.input(p, &mut rx, 6), super::Input::Stall(_)));
+    // A client publishing to itself is never stalled on itself.
+    let mut rx = publishes(10, QoS::AtMostOnce, 1024);
+    assert!(matches!(b.input(s, &mut rx, 7), super::Input::Continue));
+}
+
+#[test]
+fn a_qos1_queue_over_half_its_length_stalls_the_publisher_before_it_drops() {
+    let settings = Settings {
+        max_mqueue_len: 20,
+        ..Settings::default()
+    };
+    let mut b = one_shard(settings);
+    let s = subscribed(&mut b, "s", "t", QoS::AtLeastOnce);
+    let p = connected(&mut b, "p");
+    let mut rx = publishes(100, QoS::AtLeastOnce, 10);
+    assert!(matches!(b.input(p, &mut rx, 1), super::Input::Stall(on) if on == s));
+    // 32 in flight (max_inflight), then the queue filled past half of 20.
+    let out = output(&mut b, s);
+    assert_eq!(
+        out.iter()
+            .filter(|p| matches!(p, Packet::Publish(_)))
+            .count(),
+        32
+    );
+    assert!(b.congested(s));
+    // Acknowledging moves the queue into the window: below the resume mark, and nothing lost.
+    let mut acks = BytesMut::new();
+    for p in &out {
+        if let Packet::Publish(p) = p {
+            Packet::PubAck(Ack::new(p.packet_id.unwrap()))
+                .encode(V, &mut acks)
+                .unwrap();
+        }
+    }
+    b.input(s, &mut acks, 2);
+    assert!(!b.congested(s));
+    // Go on: the subscriber acknowledges whatever it gets, the publisher is fed whenever it is
+    // resumed. Every message arrives, none is shed from the queue.
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    let ack_all = |b: &mut Broker, got: &mut Vec<Vec<u8>>| {
+        let mut acks = BytesMut::new();
+        for p in output(b, s) {
+            if let Packet::Publish(p) = p {
+                got.push(p.payload.to_vec());
+                Packet::PubAck(Ack::new(p.packet_id.unwrap()))
+                    .encode(V, &mut acks)
+                    .unwrap();
+            }
+        }
+        b.input(s, &mut acks, 4);
+    };
+    for _ in 0..100 {
+        ack_all(&mut b, &mut got);
+        if rx.is_empty() {
+            break;
+        }
+        let _ = b.input(p, &mut rx, 3);
+    }
+    ack_all(&mut b, &mut got);
+    ack_all(&mut b, &mut got);
+    assert_eq!(32 + got.len(), 100, "every message delivered");
+    assert_eq!(b.counters.dropped(), 0);
+}

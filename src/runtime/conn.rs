@@ -24,6 +24,7 @@ use super::shard::Shard;
 use crate::broker::{ConnId, Handoff, Input};
 use crate::limits::{
     ACCEPTS_PER_ROUND, CLOSE_LINGER_MS, CONNECTIONS_RESERVED_PER_SHARD, READY_EVENTS_PER_ROUND,
+    STALL_MAX_MS, STALL_POLL_MS, STALL_WRITE_BYTES,
 };
 use crate::protocol::Connect;
 
@@ -34,6 +35,26 @@ const LISTENER_TOKEN: u64 = 1 << 40;
 const EOF: u8 = 1;
 /// DISCONNECT written and our side shut down: reading only to discard until closed.
 const LINGER: u8 = 2;
+/// Not read while a subscriber it published to is congested (see [`Stalled`]).
+const STALLED: u8 = 4;
+
+/// How far a subscriber has consumed: the broker's count of signs of life (packets from it,
+/// output handed to the kernel) and the bytes its socket still has to send. The kernel wakes a
+/// writer only once a good part of a large send buffer has drained, so a client reading steadily
+/// can go longer than [`STALL_MAX_MS`] without a write; its shrinking send queue shows it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Progress(u16, i32);
+
+/// A publisher that is not read until connection `on` has drained its output (or `deadline`).
+#[derive(Clone, Copy)]
+struct Stalled {
+    id: ConnId,
+    generation: u16,
+    on: ConnId,
+    /// `on`'s progress when last looked at; the deadline moves while it changes.
+    progress: Progress,
+    deadline: u64,
+}
 
 /// A connection's socket, indexed by the broker's connection id.
 pub struct Slot {
@@ -72,6 +93,8 @@ pub struct Sockets {
     lingering: VecDeque<(u64, ConnId, u16)>,
     /// Listening sockets and their local port; `None` once closed.
     listeners: Vec<Option<(OwnedFd, u16)>>,
+    /// Publishers waiting for a congested subscriber.
+    stalled: Vec<Stalled>,
 }
 
 impl Default for Sockets {
@@ -80,6 +103,7 @@ impl Default for Sockets {
             slots: Vec::with_capacity(CONNECTIONS_RESERVED_PER_SHARD),
             lingering: VecDeque::new(),
             listeners: Vec::new(),
+            stalled: Vec::new(),
         }
     }
 }
@@ -92,6 +116,32 @@ impl Sockets {
     fn bufs(&mut self, id: ConnId) -> Option<&mut Bufs> {
         self.slot(id)
             .map(|s| &mut **s.bufs.get_or_insert_with(Box::default))
+    }
+
+    /// Bytes of connection `id`'s output waiting for the kernel.
+    pub fn blocked_output(&self, id: ConnId) -> usize {
+        self.slots
+            .get(id as usize)
+            .and_then(|s| s.bufs.as_ref())
+            .map_or(0, |b| b.out.len())
+    }
+
+    pub fn any_stalled(&self) -> bool {
+        !self.stalled.is_empty()
+    }
+}
+
+impl Slot {
+    /// What the socket is watched for: room to write while output waits for the kernel, nothing
+    /// while stalled, else input.
+    fn interest(&self) -> u32 {
+        if self.bufs.as_ref().is_some_and(|b| !b.out.is_empty()) {
+            WRITE
+        } else if self.flags & STALLED != 0 {
+            0
+        } else {
+            READ
+        }
     }
 }
 
@@ -201,7 +251,7 @@ impl Shard {
 
     /// Writes connection `id`'s queued output; closes or starts lingering when the broker or
     /// the peer has ended it.
-    fn flush(&self, id: ConnId) {
+    pub(super) fn flush(&self, id: ConnId) {
         let (fd, flags) = {
             let mut s = self.sockets.borrow_mut();
             let Some(slot) = s.slot(id) else { return };
@@ -256,7 +306,12 @@ impl Shard {
         match write_some(fd, &out) {
             Ok(n) if n == out.len() => {
                 self.shrink(id);
-                if self.poller.modify(fd, id as u64, READ).is_err() {
+                let interest = self
+                    .sockets
+                    .borrow_mut()
+                    .slot(id)
+                    .map_or(READ, |s| s.interest());
+                if self.poller.modify(fd, id as u64, interest).is_err() {
                     self.close_now(id);
                     return;
                 }
@@ -264,6 +319,9 @@ impl Shard {
                 self.flush(id);
             }
             Ok(n) => {
+                if n > 0 {
+                    self.broker.borrow_mut().made_progress(id);
+                }
                 let mut out = out;
                 out.advance(n);
                 if let Some(b) = self.sockets.borrow_mut().bufs(id) {
@@ -328,6 +386,14 @@ impl Shard {
     fn feed(self: &Rc<Self>, id: ConnId, mut rx: BytesMut) {
         match self.with_broker(|b, now| b.input(id, &mut rx, now)) {
             Input::Handoff { home, connect } => self.hand_off(id, home, connect, rx),
+            Input::Stall(on) => {
+                self.stall(id, on);
+                if !rx.is_empty()
+                    && let Some(b) = self.sockets.borrow_mut().bufs(id)
+                {
+                    b.rx = rx;
+                }
+            }
             Input::Continue | Input::Close => {
                 if !rx.is_empty() {
                     if let Some(b) = self.sockets.borrow_mut().bufs(id) {
@@ -336,6 +402,115 @@ impl Shard {
                 } else {
                     self.shrink(id);
                 }
+            }
+        }
+    }
+
+    /// Stops reading connection `id` until connection `on` has drained (backpressure from a
+    /// congested subscriber to its publisher; DESIGN.md).
+    fn stall(&self, id: ConnId, on: ConnId) {
+        let deadline = self.now_ms() + STALL_MAX_MS;
+        let mut s = self.sockets.borrow_mut();
+        let Some(slot) = s.slot(id) else { return };
+        if slot.flags & (STALLED | LINGER) != 0 {
+            return;
+        }
+        slot.flags |= STALLED;
+        let (fd, generation, interest) = (slot.fd, slot.generation, slot.interest());
+        drop(s);
+        let progress = self.progress(on);
+        let mut s = self.sockets.borrow_mut();
+        s.stalled.push(Stalled {
+            id,
+            generation,
+            on,
+            progress,
+            deadline,
+        });
+        drop(s);
+        if self.poller.modify(fd, id as u64, interest).is_err() {
+            self.close_now(id);
+        }
+        self.stall_added.notify_all();
+    }
+
+    /// Connection `on`'s [`Progress`] now.
+    pub fn progress(&self, on: ConnId) -> Progress {
+        let fd = self
+            .sockets
+            .borrow()
+            .slots
+            .get(on as usize)
+            .map_or(-1, |s| s.fd);
+        let mut unsent: libc::c_int = 0;
+        if fd >= 0 {
+            // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int: the bytes the socket has yet to send.
+            unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut unsent) };
+        }
+        Progress(self.broker.borrow().progress(on), unsent)
+    }
+
+    /// Whether a publisher stalled on connection `on` must keep waiting: its output (queued in
+    /// the broker or for the kernel) or its session queue is still above the resume mark.
+    pub fn congested(&self, on: ConnId) -> bool {
+        self.broker.borrow().congested(on)
+            || self.sockets.borrow().blocked_output(on) > STALL_WRITE_BYTES / 2
+    }
+
+    /// Resumes the stalled publishers whose subscriber has drained, or has made no progress for
+    /// [`STALL_MAX_MS`] (it is marked slow then); their unhandled bytes are fed first.
+    pub fn resume_stalled(self: &Rc<Self>) {
+        let stalled = std::mem::take(&mut self.sockets.borrow_mut().stalled);
+        if stalled.is_empty() {
+            return;
+        }
+        let now = self.now_ms();
+        let mut resumed = Vec::new();
+        let mut waiting = Vec::new();
+        for mut st in stalled {
+            let current = self
+                .sockets
+                .borrow_mut()
+                .slot(st.id)
+                .is_some_and(|s| s.generation == st.generation && s.flags & STALLED != 0);
+            if !current {
+                continue;
+            }
+            if self.congested(st.on) {
+                if now >= st.deadline {
+                    let progress = self.progress(st.on);
+                    if progress != st.progress {
+                        st.progress = progress;
+                        st.deadline = now + STALL_MAX_MS;
+                    }
+                }
+                if now < st.deadline {
+                    waiting.push(st);
+                    continue;
+                }
+                self.with_broker(|b, _| b.mark_slow(st.on));
+            }
+            resumed.push(st.id);
+        }
+        self.sockets.borrow_mut().stalled.extend(waiting);
+        for id in resumed {
+            let (fd, interest, rx) = {
+                let mut s = self.sockets.borrow_mut();
+                let Some(slot) = s.slot(id) else { continue };
+                slot.flags &= !STALLED;
+                let rx = slot
+                    .bufs
+                    .as_mut()
+                    .map(|b| std::mem::take(&mut b.rx))
+                    .unwrap_or_default();
+                (slot.fd, slot.interest(), rx)
+            };
+            if self.poller.modify(fd, id as u64, interest).is_err() {
+                self.close_now(id);
+                continue;
+            }
+            if !rx.is_empty() {
+                self.feed(id, rx);
             }
         }
     }
@@ -458,20 +633,40 @@ pub async fn reactor(ctx: Rc<Shard>) {
                     continue;
                 }
                 let id = token as ConnId;
-                let blocked = ctx
-                    .sockets
-                    .borrow_mut()
-                    .slot(id)
-                    .map(|s| s.bufs.as_ref().is_some_and(|b| !b.out.is_empty()));
-                match blocked {
-                    Some(true) => ctx.write_pending(id),
-                    Some(false) => ctx.read_ready(id),
+                let state = ctx.sockets.borrow_mut().slot(id).map(|s| {
+                    let blocked = s.bufs.as_ref().is_some_and(|b| !b.out.is_empty());
+                    (blocked, s.flags & STALLED != 0)
+                });
+                let failed = ev.events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0;
+                match state {
+                    Some((true, _)) => ctx.write_pending(id),
+                    // Watched for nothing while stalled: only an error or hang-up arrives.
+                    Some((false, true)) if failed => ctx.close_now(id),
+                    Some((false, true)) => {}
+                    Some((false, false)) => ctx.read_ready(id),
                     None => {}
                 }
+            }
+            if ctx.sockets.borrow().any_stalled() {
+                ctx.resume_stalled();
             }
         });
         // Let the mesh, the flushers and the ticker run between rounds.
         futures_lite::future::yield_now().await;
+    }
+}
+
+/// Checks the stalled publishers every [`STALL_POLL_MS`] while there are any, for when no
+/// socket activity makes the reactor check them (a subscriber that stopped reading).
+pub async fn stall_sweeper(ctx: Rc<Shard>) {
+    loop {
+        let added = ctx.stall_added.notified();
+        if !ctx.sockets.borrow().any_stalled() {
+            added.await;
+            continue;
+        }
+        glommio::timer::sleep(Duration::from_millis(STALL_POLL_MS)).await;
+        ctx.batch(|| ctx.resume_stalled());
     }
 }
 

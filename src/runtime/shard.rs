@@ -15,13 +15,13 @@ use glommio::channels::shared_channel::{
 };
 use glommio::{spawn_local, timer::sleep};
 
-use super::conn::{Sockets, linger_sweeper, reactor};
+use super::conn::{Sockets, linger_sweeper, reactor, stall_sweeper};
 use super::notify::Notify;
 use super::poller::Poller;
 use crate::broker::{Broker, ConnId, Handoff, MeshMsg, Settings, ShardId};
 use crate::limits::{
     HEAP_TRIM_CONNECTIONS_CHANGED, MESH_BATCH_MESSAGES_MAX, MESH_OUTBOX_MESSAGES_MAX,
-    READ_TURN_BYTES_MAX, SHUTDOWN_GRACE_MS,
+    READ_TURN_BYTES_MAX, SHUTDOWN_GRACE_MS, STALL_MAX_MS, STALL_POLL_MS,
 };
 
 pub type Batch = Vec<MeshMsg>;
@@ -54,6 +54,10 @@ pub struct Shard {
     pub drained: Notify,
     /// Signalled when a connection starts lingering.
     pub linger_added: Notify,
+    /// Signalled when a publisher is stalled.
+    pub stall_added: Notify,
+    /// Connections whose output grew large during a batch: written before the batch ends.
+    big: RefCell<Vec<ConnId>>,
     epoch: Instant,
     /// Connections whose output the broker changed, to be written.
     pub dirty: RefCell<Vec<ConnId>>,
@@ -78,6 +82,7 @@ impl Shard {
             let mut broker = self.broker.borrow_mut();
             let r = f(&mut broker, now);
             broker.take_dirty(&mut self.dirty.borrow_mut());
+            broker.take_big_output(&mut self.big.borrow_mut());
             for (dest, flush) in self.flush.iter().enumerate() {
                 if dest != broker.shard() && broker.has_mesh_out(dest) {
                     flush.notify_all();
@@ -85,6 +90,14 @@ impl Shard {
             }
             r
         };
+        // A subscriber whose output grew large is written now, even inside a batch, so that a
+        // round reading many publishers keeps it moving instead of piling its output up.
+        loop {
+            let Some(id) = self.big.borrow_mut().pop() else {
+                break;
+            };
+            self.flush(id);
+        }
         self.flush_dirty();
         r
     }
@@ -165,6 +178,8 @@ pub async fn run(setup: ShardSetup) -> Result<(), String> {
         flush: (0..nr_shards).map(|_| Notify::default()).collect(),
         drained: Notify::default(),
         linger_added: Notify::default(),
+        stall_added: Notify::default(),
+        big: RefCell::new(Vec::new()),
         epoch,
         dirty: RefCell::new(Vec::new()),
         deferring: Cell::new(0),
@@ -198,6 +213,7 @@ pub async fn run(setup: ShardSetup) -> Result<(), String> {
         .map_err(|e| format!("cannot watch the listeners: {e}"))?;
     spawn_local(reactor(ctx.clone())).detach();
     spawn_local(linger_sweeper(ctx.clone())).detach();
+    spawn_local(stall_sweeper(ctx.clone())).detach();
     ctx.with_broker(|b, now| b.set_unix_time(now, unix_ms()));
     spawn_local(ticker(ctx.clone())).detach();
 
@@ -232,19 +248,44 @@ pub async fn run(setup: ShardSetup) -> Result<(), String> {
 /// One task per inbound channel, looping only on `recv` (DESIGN.md: never in a select).
 async fn inbound(ctx: Rc<Shard>, from: ShardId, rx: ConnectedReceiver<Batch>) {
     while let Some(batch) = rx.recv().await {
-        let mut handoffs = Vec::new();
-        ctx.with_broker(|b, now| {
-            for msg in batch {
-                if let Some(h) = b.mesh_in(from, msg, now) {
-                    handoffs.push(h);
+        let mut msgs = batch.into_iter();
+        loop {
+            let mut handoffs = Vec::new();
+            let stall = ctx.with_broker(|b, now| {
+                for msg in msgs.by_ref() {
+                    if let Some(h) = b.mesh_in(from, msg, now) {
+                        handoffs.push(h);
+                    }
+                    if let Some(on) = b.take_stall() {
+                        return Some(on);
+                    }
                 }
+                None
+            });
+            ctx.batch(|| {
+                for h in handoffs {
+                    adopt(&ctx, *h);
+                }
+            });
+            let Some(on) = stall else { break };
+            // A local subscriber this message went to is congested: hold the rest of the batch
+            // until it drains (the ring fills meanwhile and the other shard stops reading its
+            // publishers), as long as it makes progress at least every STALL_MAX_MS.
+            let mut deadline = Instant::now() + Duration::from_millis(STALL_MAX_MS);
+            let mut progress = ctx.progress(on);
+            while ctx.congested(on) {
+                if Instant::now() >= deadline {
+                    let now = ctx.progress(on);
+                    if now == progress {
+                        ctx.with_broker(|b, _| b.mark_slow(on));
+                        break;
+                    }
+                    progress = now;
+                    deadline = Instant::now() + Duration::from_millis(STALL_MAX_MS);
+                }
+                sleep(Duration::from_millis(STALL_POLL_MS)).await;
             }
-        });
-        ctx.batch(|| {
-            for h in handoffs {
-                adopt(&ctx, *h);
-            }
-        });
+        }
     }
 }
 
