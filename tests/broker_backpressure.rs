@@ -137,6 +137,70 @@ fn qos1_burst_waits_for_the_subscriber_queue_on_two_shards() {
     qos1_burst_waits_for_the_subscriber_queue(2, false);
 }
 
+/// A publisher with a 1-second keep-alive waits seconds at a time for a subscriber that
+/// acknowledges slowly but steadily: it is not timed out meanwhile (its packets, PINGREQs
+/// included, wait unread because of the broker's backpressure, not because it is silent).
+#[test]
+fn a_stalled_publisher_is_not_timed_out_by_its_keep_alive() {
+    const N: usize = 200;
+    // Stalls when 101 wait in the queue, resumes at 50: 51 acknowledgements 70 ms apart (often
+    // enough to count as progress) are 3.6 s, longer than the keep-alive's 1.5 s (on 1 s ticks).
+    let broker = Broker::start_with(1, "[mqtt]\nmax_mqueue_len = 200\n", &[]);
+    let (mut sub, _) = Raw::connect(&broker, V5, "ka-sub", true);
+    subscribe(&mut sub, "ka/#", QoS::AtLeastOnce);
+    let mut c = connect_packet(V5, "ka-pub", true);
+    c.keep_alive = 1;
+    let (mut publ, _) = Raw::connect_with(&broker, c);
+    sync_route(&mut publ, &mut sub, "ka/x");
+    // The client does its part: a PINGREQ after every 10 messages, and every 300 ms once done.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let ping = {
+                let mut b = BytesMut::new();
+                Packet::PingReq.encode(V5, &mut b).unwrap();
+                b
+            };
+            let all = flood(V5, "ka/x", QoS::AtLeastOnce, N, 16);
+            let each = all.len() / N;
+            for chunk in all.chunks(10 * each) {
+                publ.stream.write_all(chunk).expect("publisher write");
+                publ.stream.write_all(&ping).expect("publisher write");
+            }
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(300));
+                publ.stream.write_all(&ping).expect("publisher write");
+            }
+            publ
+        })
+    };
+    for i in 0..N as u32 {
+        let p = sub
+            .recv_publish_within(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("got {i} of {N}"));
+        assert_eq!(index(&p), i, "messages lost");
+        std::thread::sleep(Duration::from_millis(70));
+        sub.send(&Packet::PubAck(Ack::new(p.packet_id.unwrap())));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut publ = writer.join().unwrap();
+    let mut acks = 0;
+    while let Some(p) = publ.recv_within(Duration::from_millis(500)) {
+        match p {
+            Packet::PubAck(_) => acks += 1,
+            Packet::PingResp => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(acks, N, "the publisher was disconnected");
+    publ.send(&Packet::PingReq);
+    match publ.recv() {
+        Some(Packet::PingResp) => {}
+        other => panic!("the publisher was disconnected: {other:?}"),
+    }
+}
+
 /// A subscriber that never reads gets the publisher stalled for a moment, then is treated as
 /// slow: the publisher goes on and its other subscriber gets everything sent after.
 fn a_stuck_subscriber_holds_its_publisher_only_briefly(shards: usize, same_shard: bool) {

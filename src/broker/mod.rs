@@ -389,6 +389,17 @@ impl Broker {
         }
     }
 
+    /// Connection `id` is not being read because of backpressure (while the subscriber it waits
+    /// for makes progress): its keep-alive restarts, since what it sent meanwhile, PINGREQs
+    /// included, waits unread.
+    pub fn stalled_but_alive(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get(id as usize)
+            && c.keepalive_secs > 0
+        {
+            self.keepalive.extend(id, c.keepalive_secs);
+        }
+    }
+
     /// Connection `id` made no progress for [`STALL_MAX_MS`](crate::limits::STALL_MAX_MS) while
     /// congested: deliveries to it stall nobody until it makes progress again.
     pub fn mark_slow(&mut self, id: ConnId) {
@@ -450,6 +461,7 @@ impl Broker {
     /// Handles one message from shard `from`. Never waits: replies are queued like any output.
     pub fn mesh_in(&mut self, from: ShardId, msg: MeshMsg, now_ms: u64) -> Option<Box<Handoff>> {
         self.now_ms = now_ms;
+        self.stall = None;
         match msg {
             MeshMsg::Handoff(h) => return Some(h),
             MeshMsg::Publish(m) => {

@@ -482,6 +482,8 @@ impl Shard {
                     if progress != st.progress {
                         st.progress = progress;
                         st.deadline = now + STALL_MAX_MS;
+                        // Its PINGREQs wait unread behind its PUBLISHes: do not time it out.
+                        self.broker.borrow_mut().stalled_but_alive(st.id);
                     }
                 }
                 if now < st.deadline {
