@@ -232,10 +232,11 @@ fn vm_rss_bytes(pid: u32) -> i64 {
 /// Idle connections opened against the real broker: enough that allocator noise averages out,
 /// few enough for the file limit of this process.
 const RSS_CONNECTIONS: usize = 5_000;
-/// RSS growth per idle connection allowed, with a margin for allocator noise (measured: ~440-470 B
-/// with one shard, ~640-730 B with two; 800-900 B with two before the client id moved inline and
-/// the shards trimmed the heap after bursts; a task and a stream per connection, as before
-/// issue 5, cost 2.2-2.6 KB).
+/// RSS growth per idle connection allowed, with a margin for allocator noise and a shared machine
+/// (measured: ~430-590 B with one shard, ~600-700 B with two, one run above 850 B under load;
+/// 640-730 B with two before held SUBACKs were kept compact and the shard heaps' tops trimmed,
+/// 800-900 B before the client id moved inline and the shards trimmed the heap after bursts; a
+/// task and a stream per connection, as before issue 5, cost 2.2-2.6 KB).
 const RSS_BYTES_PER_CONNECTION_MAX: i64 = 1_000;
 /// Time for the shards' one-second ticks to give the burst's freed pages back (two ticks).
 const SETTLE: Duration = Duration::from_millis(2_500);

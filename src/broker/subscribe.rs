@@ -311,8 +311,37 @@ struct PendingSubAck {
     client: ClientKey,
     generation: u32,
     /// A SUBACK, or an UNSUBACK held behind one or behind its own sync.
-    ack: Packet,
+    ack: HeldAck,
     retained: Vec<(MqttStr, SubOpts)>,
+}
+
+/// A held acknowledgement: only the two packets it can be, not a whole [`Packet`] (a connect
+/// burst holds one per subscribing client, and a queue entry of `Packet`'s size doubled the
+/// queue's peak, which the shard's heap keeps afterwards).
+#[derive(Debug)]
+enum HeldAck {
+    Sub(SubAck),
+    Unsub(UnsubAck),
+}
+
+impl HeldAck {
+    fn into_packet(self) -> Packet {
+        match self {
+            HeldAck::Sub(a) => Packet::SubAck(a),
+            HeldAck::Unsub(a) => Packet::UnsubAck(a),
+        }
+    }
+}
+
+/// Appends `item` to `v`, reserving room for exactly `room` items the first time: a SUBSCRIBE of
+/// one filter keeps a vector of one element (not the four `Vec` grows to) while it is held.
+fn push_exact<T>(v: &mut Vec<T>, item: Option<T>, room: usize) {
+    if let Some(item) = item {
+        if v.capacity() == 0 {
+            v.reserve_exact(room.max(1));
+        }
+        v.push(item);
+    }
 }
 
 impl RouteSync {
@@ -356,7 +385,8 @@ impl Broker {
                 return;
             }
             let p = self.route_sync.pending.pop_front().expect("front exists");
-            self.complete_subscribe(p.conn, p.client, p.generation, p.ack, p.retained);
+            let ack = p.ack.into_packet();
+            self.complete_subscribe(p.conn, p.client, p.generation, ack, p.retained);
             if self
                 .clients
                 .get(p.client as usize)
@@ -365,8 +395,16 @@ impl Broker {
                 self.publish_sub_events(p.client, p.events);
             }
         }
-        // A burst of subscriptions (a reconnect storm) must not leave its peak queue behind.
-        self.route_sync.pending.shrink_to_fit();
+        // A burst of subscriptions (a reconnect storm) must not leave its peak queue behind: the
+        // queue is freed once empty, and halved when mostly empty. Not shrunk to fit on every
+        // release: that reallocated the queue at a new size each time, and the freed blocks of
+        // every size stayed parked in the thread's malloc cache after the burst.
+        let pending = &mut self.route_sync.pending;
+        if pending.is_empty() {
+            *pending = std::collections::VecDeque::new();
+        } else if pending.capacity() >= 64 && pending.capacity() > 4 * pending.len() {
+            pending.shrink_to(2 * pending.len());
+        }
     }
 
     /// A lock shard answered for the filter at `index` of held SUBACK `seq`.
@@ -381,7 +419,7 @@ impl Broker {
         let Some(p) = self.route_sync.pending.iter_mut().find(|p| p.seq == seq) else {
             return;
         };
-        if let Packet::SubAck(ack) = &mut p.ack {
+        if let HeldAck::Sub(ack) = &mut p.ack {
             ack.reasons[index] = reason;
         }
         p.retained.extend(send);
@@ -420,7 +458,8 @@ impl Broker {
     }
 
     pub(super) fn handle_subscribe(&mut self, id: ConnId, key: ClientKey, s: Subscribe) -> Flow {
-        let mut reasons = Vec::with_capacity(s.filters.len());
+        let filters = s.filters.len();
+        let mut reasons = Vec::with_capacity(filters);
         let mut retained = Vec::new();
         let sub_id = s.properties.subscription_identifier;
         // Numbered now: a lock reply for a SUBSCRIBE cut short by a violation finds no SUBACK.
@@ -437,7 +476,7 @@ impl Broker {
                 match self.subscribe_exclusive(key, inner.clone(), options, sub_id) {
                     ExclusiveOutcome::Done(reason, send) => {
                         reasons.push(reason);
-                        retained.extend(send);
+                        push_exact(&mut retained, send, filters + 1 - reasons.len());
                     }
                     ExclusiveOutcome::Pending(token) => {
                         let wait = LockWait {
@@ -466,7 +505,7 @@ impl Broker {
                 }
                 Ok((reason, send)) => {
                     reasons.push(reason);
-                    retained.extend(send);
+                    push_exact(&mut retained, send, filters + 1 - reasons.len());
                 }
             }
         }
@@ -493,7 +532,7 @@ impl Broker {
             conn: id,
             client: key,
             generation,
-            ack: Packet::SubAck(ack),
+            ack: HeldAck::Sub(ack),
             retained,
             events,
         });
@@ -720,11 +759,11 @@ impl Broker {
             };
             reasons.push(reason);
         }
-        let ack = Packet::UnsubAck(UnsubAck {
+        let ack = UnsubAck {
             packet_id: u.packet_id,
             properties: Default::default(),
             reasons,
-        });
+        };
         // `$SYS` unsubscribed events, after the UNSUBACK.
         let events: Vec<_> = if self.settings.sys_events.client_unsubscribed {
             removed.into_iter().map(|f| (f, None)).collect()
@@ -738,7 +777,7 @@ impl Broker {
             // another client can take the exclusive lock at once.
             sync.epoch += 1;
         } else if sync.pending.is_empty() {
-            self.send(id, &ack);
+            self.send(id, &Packet::UnsubAck(ack));
             self.publish_sub_events(key, events);
             return Flow::Continue;
         }
@@ -753,7 +792,7 @@ impl Broker {
             conn: id,
             client: key,
             generation,
-            ack,
+            ack: HeldAck::Unsub(ack),
             retained: Vec::new(),
             events,
         });
