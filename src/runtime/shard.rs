@@ -110,7 +110,8 @@ impl Shard {
 
     /// Reads what socket `fd` holds without blocking (at most [`READ_TURN_BYTES_MAX`] per turn)
     /// into the shard's scratch buffer, and appends those bytes to `rx` with one exact-size
-    /// allocation. True at end of stream (or on a socket error).
+    /// allocation. True at end of stream (or on a socket error). An end of stream right behind
+    /// data is seen at the next turn.
     pub fn read_available(&self, fd: i32, rx: &mut BytesMut) -> bool {
         let mut scratch = self.scratch.borrow_mut();
         let mut len = 0;
@@ -128,6 +129,11 @@ impl Shard {
             };
             if n > 0 {
                 len += n as usize;
+                if (n as usize) < spare.len() {
+                    // A short read took all the socket held: another recv would only say
+                    // EAGAIN (level-triggered epoll reports what arrives after).
+                    break;
+                }
                 continue;
             }
             if n == 0 {
