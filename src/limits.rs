@@ -5,9 +5,18 @@
 /// glommio rounds it up to a power of two). A full ring back-pressures the producer.
 pub const MESH_CHANNEL_BATCHES: usize = 1024;
 
-/// Mesh messages a shard collects for one destination before the publishing connection stops
-/// reading its socket until the flusher has sent them.
+/// Mesh messages one shard may have sent to another that the other has not handled yet
+/// (whatever the batches): bounds the memory a congested destination holds in the ring.
+pub const MESH_IN_FLIGHT_MESSAGES_MAX: usize = 64 * 1024;
+
+/// Mesh messages a shard collects for one destination before a connection publishing towards it
+/// stops being read until the flusher has sent half of them (the other connections go on).
 pub const MESH_OUTBOX_MESSAGES_MAX: usize = 64 * 1024;
+
+/// Mesh messages for one destination at which the shard's reactor stops reading every socket
+/// until the flusher has sent them: a safety net for what publishers do not produce (wills,
+/// `$SYS`, redispatched shared messages), normally never reached.
+pub const MESH_OUTBOX_MESSAGES_HARD_MAX: usize = 4 * MESH_OUTBOX_MESSAGES_MAX;
 
 /// Messages in one mesh batch at the most (a larger outbox is sent in several batches).
 pub const MESH_BATCH_MESSAGES_MAX: usize = 1024;

@@ -260,3 +260,51 @@ fn a_stuck_subscriber_holds_its_publisher_only_briefly_on_two_shards() {
     a_stuck_subscriber_holds_its_publisher_only_briefly(2, true);
     a_stuck_subscriber_holds_its_publisher_only_briefly(2, false);
 }
+
+/// The load generator's closed-loop shared-subscription flood on two shards: 100 QoS 1
+/// publishers and 5 members spread over both shards, as fast as the publishers' windows allow.
+/// Each shard waits for the other's members and outbox at once; a shard whose outbox filled used
+/// to stop reading every socket, its members' acknowledgements included, so the members looked
+/// stuck and their queues shed (about half the messages). Nothing may be lost.
+#[test]
+fn a_two_shard_shared_flood_loses_nothing() {
+    let broker = Broker::start(2);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringmq-bench"))
+        .args([
+            "sharedsub",
+            "--publishers",
+            "100",
+            "--subscribers",
+            "5",
+            "--group",
+            "g",
+        ])
+        .args([
+            "-q",
+            "1",
+            "-s",
+            "16",
+            "-I",
+            "0",
+            "--inflight",
+            "32",
+            "-d",
+            "4",
+        ])
+        .args(["--drain", "60", "--threads", "1", "--quiet", "-p"])
+        .arg(broker.port.to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run ringmq-bench");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let summary: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("no JSON summary ({e}): {text}"));
+    let field = |key: &str| {
+        summary[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key}: {text}"))
+    };
+    assert!(field("published") > 10_000, "{text}");
+    assert_eq!(field("lost"), 0, "{text}");
+    assert_eq!(out.status.code(), Some(0), "{text}");
+}

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use bytes::BytesMut;
 
-use super::{Broker, ClientKey, ConnId, ShardId};
+use super::{Broker, ClientKey, ConnId, ShardId, StallOn};
 use crate::limits::FLUSH_EARLY_BYTES;
 use crate::protocol::{
     Connect, DecodeError, Decoder, Disconnect, MqttStr, Packet, ProtocolVersion, ReasonCode,
@@ -45,11 +45,12 @@ pub enum Input {
     },
     /// Stop reading: flush the queued output and close.
     Close,
-    /// A message from this connection went to a local subscriber whose output is congested (this
-    /// connection): stop reading until [`Broker::congested`] says it has drained or
-    /// [`STALL_MAX_MS`](crate::limits::STALL_MAX_MS) has passed. The bytes after the packet
-    /// that stalled are left in `rx`, to be fed again then.
-    Stall(ConnId),
+    /// A message from this connection went to a local subscriber whose output is congested, or
+    /// filled the outbox towards another shard: stop reading until [`Broker::stall_holds`] says
+    /// it has drained (or, for a subscriber, it made no progress for
+    /// [`STALL_MAX_MS`](crate::limits::STALL_MAX_MS)). The bytes after the packet that stalled
+    /// are left in `rx`, to be fed again then.
+    Stall(StallOn),
 }
 
 #[derive(Debug)]

@@ -51,7 +51,7 @@ use ahash::AHashMap;
 use bytes::BytesMut;
 use slab::Slab;
 
-use crate::limits::{CONNECTIONS_RESERVED_PER_SHARD, STALL_WRITE_BYTES};
+use crate::limits::{CONNECTIONS_RESERVED_PER_SHARD, MESH_OUTBOX_MESSAGES_MAX, STALL_WRITE_BYTES};
 use crate::protocol::{MqttStr, Packet, ProtocolVersion};
 use crate::session::Session;
 use crate::topic::Matches;
@@ -66,6 +66,15 @@ use self::wheel::Wheel;
 
 /// A connection's slot on its shard.
 pub type ConnId = u32;
+
+/// What a stalled publisher waits for (see [`Input::Stall`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StallOn {
+    /// A local subscriber's output or queue to drain.
+    Conn(ConnId),
+    /// The outbox towards another shard to drain.
+    Mesh(ShardId),
+}
 /// A client's (session's) slot on its home shard.
 type ClientKey = u32;
 
@@ -270,9 +279,10 @@ pub struct Broker {
     pub counters: Counters,
     /// The connection whose input is being handled, if any.
     reading: Option<ConnId>,
-    /// A congested local subscriber the last deliveries went to (not the reading connection
-    /// itself, nor one marked slow): its source stops until it drains.
-    stall: Option<ConnId>,
+    /// What the last deliveries found congested: a local subscriber (not the reading connection
+    /// itself, nor one marked slow) or an outbox; the source of the message stops until it
+    /// drains.
+    stall: Option<StallOn>,
     /// Queue length of a connected session above which its publishers stall.
     queue_stall_len: usize,
     /// Connections whose output passed [`FLUSH_EARLY_BYTES`](crate::limits::FLUSH_EARLY_BYTES)
@@ -357,7 +367,19 @@ impl Broker {
     /// The congested subscriber the deliveries since the last call went to, if any: the caller
     /// (the mesh inbound task) waits for it like a stalled publisher.
     pub fn take_stall(&mut self) -> Option<ConnId> {
-        self.stall.take()
+        match self.stall.take() {
+            Some(StallOn::Conn(id)) => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Whether a publisher stalled on `on` must keep waiting: see [`Broker::congested`]; an
+    /// outbox until it is below half its bound.
+    pub fn stall_holds(&self, on: StallOn) -> bool {
+        match on {
+            StallOn::Conn(id) => self.congested(id),
+            StallOn::Mesh(dest) => self.mesh_out_len(dest) > MESH_OUTBOX_MESSAGES_MAX / 2,
+        }
     }
 
     /// Whether a publisher stalled on connection `id` must keep waiting: its queued output is
@@ -419,7 +441,7 @@ impl Broker {
             && !c.slow
             && self.reading != Some(id)
         {
-            self.stall = Some(id);
+            self.stall = Some(StallOn::Conn(id));
         }
     }
 
@@ -447,6 +469,10 @@ impl Broker {
     fn send_mesh(&mut self, dest: ShardId, msg: MeshMsg) {
         debug_assert_ne!(dest, self.shard);
         self.mesh_out[dest].push(msg);
+        // A connection whose input fills an outbox stops until the flusher has drained it.
+        if self.reading.is_some() && self.mesh_out[dest].len() > MESH_OUTBOX_MESSAGES_MAX {
+            self.stall.get_or_insert(StallOn::Mesh(dest));
+        }
     }
 
     fn broadcast(&mut self, mut make: impl FnMut() -> MeshMsg) {

@@ -591,7 +591,7 @@ fn a_subscriber_over_the_output_mark_stalls_its_publisher_with_the_rest_unread()
     let mut rx = publishes(400, QoS::AtMostOnce, 1024);
     let total = rx.len();
     match b.input(p, &mut rx, 1) {
-        super::Input::Stall(on) => assert_eq!(on, s),
+        super::Input::Stall(on) => assert_eq!(on, super::StallOn::Conn(s)),
         other => panic!("expected a stall on the subscriber, got {other:?}"),
     }
     assert!(b.congested(s));
@@ -635,7 +635,9 @@ fn a_qos1_queue_over_half_its_length_stalls_the_publisher_before_it_drops() {
     let s = subscribed(&mut b, "s", "t", QoS::AtLeastOnce);
     let p = connected(&mut b, "p");
     let mut rx = publishes(100, QoS::AtLeastOnce, 10);
-    assert!(matches!(b.input(p, &mut rx, 1), super::Input::Stall(on) if on == s));
+    assert!(
+        matches!(b.input(p, &mut rx, 1), super::Input::Stall(on) if on == super::StallOn::Conn(s))
+    );
     // 32 in flight (max_inflight), then the queue filled past half of 20.
     let out = output(&mut b, s);
     assert_eq!(
@@ -682,4 +684,31 @@ fn a_qos1_queue_over_half_its_length_stalls_the_publisher_before_it_drops() {
     ack_all(&mut b, &mut got);
     assert_eq!(32 + got.len(), 100, "every message delivered");
     assert_eq!(b.counters.dropped(), 0);
+}
+
+#[test]
+fn a_full_outbox_stalls_the_publisher_feeding_it_and_nobody_else() {
+    use crate::limits::MESH_OUTBOX_MESSAGES_MAX;
+    let mut b = shard0();
+    // A subscriber of `t` lives on shard 1.
+    b.mesh_in(1, MeshMsg::RouteAdd(MqttStr::from("t")), 0);
+    let p = connected(&mut b, &id_on(0, "p"));
+    let mut rx = publishes(MESH_OUTBOX_MESSAGES_MAX + 1000, QoS::AtMostOnce, 1);
+    match b.input(p, &mut rx, 1) {
+        super::Input::Stall(on) => assert_eq!(on, super::StallOn::Mesh(1)),
+        other => panic!("expected a stall on the outbox, got {other:?}"),
+    }
+    assert_eq!(b.mesh_out_len(1), MESH_OUTBOX_MESSAGES_MAX + 1);
+    assert!(!rx.is_empty(), "the rest stays unread");
+    assert!(b.stall_holds(super::StallOn::Mesh(1)));
+    // Another client's packets are handled meanwhile.
+    let q = connected(&mut b, &id_on(0, "q"));
+    let mut ping = bytes_of(Packet::PingReq);
+    assert!(matches!(b.input(q, &mut ping, 2), super::Input::Continue));
+    assert!(matches!(output(&mut b, q).as_slice(), [Packet::PingResp]));
+    // The flusher hands the outbox to the mesh: the publisher may go on.
+    let sent = b.take_mesh_out(1, usize::MAX).len();
+    assert!(!b.stall_holds(super::StallOn::Mesh(1)));
+    assert!(matches!(b.input(p, &mut rx, 3), super::Input::Continue));
+    assert_eq!(sent + b.mesh_out_len(1), MESH_OUTBOX_MESSAGES_MAX + 1000);
 }

@@ -21,7 +21,7 @@ use bytes::{Buf, BytesMut};
 
 use super::poller::{READ, WRITE};
 use super::shard::Shard;
-use crate::broker::{ConnId, Handoff, Input};
+use crate::broker::{ConnId, Handoff, Input, StallOn};
 use crate::limits::{
     ACCEPTS_PER_ROUND, CLOSE_LINGER_MS, CONNECTIONS_RESERVED_PER_SHARD, READY_EVENTS_PER_ROUND,
     STALL_MAX_MS, STALL_POLL_MS, STALL_WRITE_BYTES,
@@ -50,7 +50,7 @@ pub struct Progress(u16, i32);
 struct Stalled {
     id: ConnId,
     generation: u16,
-    on: ConnId,
+    on: StallOn,
     /// `on`'s progress when last looked at; the deadline moves while it changes.
     progress: Progress,
     deadline: u64,
@@ -408,7 +408,7 @@ impl Shard {
 
     /// Stops reading connection `id` until connection `on` has drained (backpressure from a
     /// congested subscriber to its publisher; DESIGN.md).
-    fn stall(&self, id: ConnId, on: ConnId) {
+    fn stall(&self, id: ConnId, on: StallOn) {
         let deadline = self.now_ms() + STALL_MAX_MS;
         let mut s = self.sockets.borrow_mut();
         let Some(slot) = s.slot(id) else { return };
@@ -418,7 +418,7 @@ impl Shard {
         slot.flags |= STALLED;
         let (fd, generation, interest) = (slot.fd, slot.generation, slot.interest());
         drop(s);
-        let progress = self.progress(on);
+        let progress = self.stall_progress(on);
         let mut s = self.sockets.borrow_mut();
         s.stalled.push(Stalled {
             id,
@@ -450,6 +450,23 @@ impl Shard {
         Progress(self.broker.borrow().progress(on), unsent)
     }
 
+    /// What shows that what a publisher waits for is moving: a subscriber's [`Progress`]; for an
+    /// outbox, the messages the flusher has handed to the mesh (the outbox's length changes).
+    fn stall_progress(&self, on: StallOn) -> Progress {
+        match on {
+            StallOn::Conn(id) => self.progress(id),
+            StallOn::Mesh(dest) => Progress(0, self.broker.borrow().mesh_out_len(dest) as i32),
+        }
+    }
+
+    /// Whether a publisher stalled on `on` must keep waiting.
+    fn stall_holds(&self, on: StallOn) -> bool {
+        match on {
+            StallOn::Conn(id) => self.congested(id),
+            StallOn::Mesh(_) => self.broker.borrow().stall_holds(on),
+        }
+    }
+
     /// Whether a publisher stalled on connection `on` must keep waiting: its output (queued in
     /// the broker or for the kernel) or its session queue is still above the resume mark.
     pub fn congested(&self, on: ConnId) -> bool {
@@ -476,9 +493,9 @@ impl Shard {
             if !current {
                 continue;
             }
-            if self.congested(st.on) {
+            if self.stall_holds(st.on) {
                 if now >= st.deadline {
-                    let progress = self.progress(st.on);
+                    let progress = self.stall_progress(st.on);
                     if progress != st.progress {
                         st.progress = progress;
                         st.deadline = now + STALL_MAX_MS;
@@ -490,7 +507,9 @@ impl Shard {
                     waiting.push(st);
                     continue;
                 }
-                self.with_broker(|b, _| b.mark_slow(st.on));
+                if let StallOn::Conn(on) = st.on {
+                    self.with_broker(|b, _| b.mark_slow(on));
+                }
             }
             resumed.push(st.id);
         }
@@ -614,7 +633,7 @@ impl Shard {
 pub async fn reactor(ctx: Rc<Shard>) {
     let mut events: Vec<libc::epoll_event> = Vec::with_capacity(READY_EVENTS_PER_ROUND);
     loop {
-        // A full mesh outbox stops every reader of this shard until the flusher drains it.
+        // An outbox over its hard bound stops every reader of this shard until the flusher drains it.
         loop {
             let drained = ctx.drained.notified();
             if !ctx.mesh_backlogged() {

@@ -132,8 +132,10 @@ pub fn start(opts: Options, shutdown: Arc<AtomicBool>) -> Result<Running, StartE
         for j in 0..n {
             if i != j {
                 let (s, r) = shared_channel::new_bounded(MESH_CHANNEL_BATCHES);
-                senders[i][j] = Some(s);
-                receivers[j][i] = Some(r);
+                // Messages the receiver has handled, for the sender's in-flight bound.
+                let handled = Arc::new(std::sync::atomic::AtomicU64::new(0));
+                senders[i][j] = Some((s, handled.clone()));
+                receivers[j][i] = Some((r, handled));
             }
         }
     }

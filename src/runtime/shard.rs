@@ -6,7 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -20,8 +20,9 @@ use super::notify::Notify;
 use super::poller::Poller;
 use crate::broker::{Broker, ConnId, Handoff, MeshMsg, Settings, ShardId};
 use crate::limits::{
-    HEAP_TRIM_CONNECTIONS_CHANGED, MESH_BATCH_MESSAGES_MAX, MESH_OUTBOX_MESSAGES_MAX,
-    READ_TURN_BYTES_MAX, SHUTDOWN_GRACE_MS, STALL_MAX_MS, STALL_POLL_MS,
+    HEAP_TRIM_CONNECTIONS_CHANGED, MESH_BATCH_MESSAGES_MAX, MESH_IN_FLIGHT_MESSAGES_MAX,
+    MESH_OUTBOX_MESSAGES_HARD_MAX, READ_TURN_BYTES_MAX, SHUTDOWN_GRACE_MS, STALL_MAX_MS,
+    STALL_POLL_MS,
 };
 
 pub type Batch = Vec<MeshMsg>;
@@ -32,10 +33,12 @@ pub struct ShardSetup {
     pub nr_shards: usize,
     pub settings: Settings,
     pub listeners: Vec<socket2::Socket>,
-    /// Indexed by destination shard; `None` for this shard.
-    pub senders: Vec<Option<SharedSender<Batch>>>,
-    /// Indexed by source shard; `None` for this shard.
-    pub receivers: Vec<Option<SharedReceiver<Batch>>>,
+    /// Indexed by destination shard; `None` for this shard. With the count of messages the
+    /// destination has handled.
+    pub senders: Vec<Option<(SharedSender<Batch>, Arc<AtomicU64>)>>,
+    /// Indexed by source shard; `None` for this shard. With the count of messages handled, for
+    /// the source.
+    pub receivers: Vec<Option<(SharedReceiver<Batch>, Arc<AtomicU64>)>>,
     pub epoch: Instant,
     pub shutdown: Arc<AtomicBool>,
     /// Shards that have published their wills at shutdown (a barrier before disconnecting).
@@ -156,10 +159,12 @@ impl Shard {
         eof
     }
 
-    /// True while some outbox holds more than its bound: publishers stop reading until it drains.
+    /// True while some outbox holds more than its hard bound: the reactor stops reading until it
+    /// drains. (Publishers stall one by one at a quarter of that, see `Input::Stall`.)
     pub fn mesh_backlogged(&self) -> bool {
         let b = self.broker.borrow();
-        (0..b.nr_shards()).any(|d| d != b.shard() && b.mesh_out_len(d) > MESH_OUTBOX_MESSAGES_MAX)
+        (0..b.nr_shards())
+            .any(|d| d != b.shard() && b.mesh_out_len(d) > MESH_OUTBOX_MESSAGES_HARD_MAX)
     }
 }
 
@@ -196,22 +201,22 @@ pub async fn run(setup: ShardSetup) -> Result<(), String> {
     // Connect every mesh endpoint concurrently: each connect waits for its peer.
     let rx_tasks: Vec<_> = receivers
         .into_iter()
-        .map(|r| r.map(|r| spawn_local(r.connect())))
+        .map(|r| r.map(|(r, handled)| (spawn_local(r.connect()), handled)))
         .collect();
     let tx_tasks: Vec<_> = senders
         .into_iter()
-        .map(|s| s.map(|s| spawn_local(s.connect())))
+        .map(|s| s.map(|(s, handled)| (spawn_local(s.connect()), handled)))
         .collect();
     for (from, t) in rx_tasks.into_iter().enumerate() {
-        if let Some(t) = t {
+        if let Some((t, handled)) = t {
             let r = t.await;
-            spawn_local(inbound(ctx.clone(), from, r)).detach();
+            spawn_local(inbound(ctx.clone(), from, r, handled)).detach();
         }
     }
     for (dest, t) in tx_tasks.into_iter().enumerate() {
-        if let Some(t) = t {
+        if let Some((t, handled)) = t {
             let s = t.await;
-            spawn_local(flusher(ctx.clone(), dest, s)).detach();
+            spawn_local(flusher(ctx.clone(), dest, s, handled)).detach();
         }
     }
 
@@ -252,8 +257,14 @@ pub async fn run(setup: ShardSetup) -> Result<(), String> {
 }
 
 /// One task per inbound channel, looping only on `recv` (DESIGN.md: never in a select).
-async fn inbound(ctx: Rc<Shard>, from: ShardId, rx: ConnectedReceiver<Batch>) {
+async fn inbound(
+    ctx: Rc<Shard>,
+    from: ShardId,
+    rx: ConnectedReceiver<Batch>,
+    handled: Arc<AtomicU64>,
+) {
     while let Some(batch) = rx.recv().await {
+        let n = batch.len() as u64;
         let mut msgs = batch.into_iter();
         loop {
             let mut handoffs = Vec::new();
@@ -292,6 +303,7 @@ async fn inbound(ctx: Rc<Shard>, from: ShardId, rx: ConnectedReceiver<Batch>) {
                 sleep(Duration::from_millis(STALL_POLL_MS)).await;
             }
         }
+        handled.fetch_add(n, Ordering::Release);
     }
 }
 
@@ -316,9 +328,22 @@ fn local_port(fd: &std::os::fd::OwnedFd) -> u16 {
         .map_or(0, |a| a.port())
 }
 
-/// Sends this shard's queued mesh messages to `dest` in batches, waiting for room in the ring.
-async fn flusher(ctx: Rc<Shard>, dest: ShardId, tx: ConnectedSender<Batch>) {
+/// Sends this shard's queued mesh messages to `dest` in batches, waiting for room in the ring
+/// and while more than [`MESH_IN_FLIGHT_MESSAGES_MAX`] sent messages are not handled yet (the
+/// ring counts batches, which may be small or large).
+async fn flusher(
+    ctx: Rc<Shard>,
+    dest: ShardId,
+    tx: ConnectedSender<Batch>,
+    handled: Arc<AtomicU64>,
+) {
+    let mut sent: u64 = 0;
     loop {
+        while sent.saturating_sub(handled.load(Ordering::Acquire))
+            > MESH_IN_FLIGHT_MESSAGES_MAX as u64
+        {
+            sleep(Duration::from_millis(STALL_POLL_MS)).await;
+        }
         let notified = ctx.flush[dest].notified();
         let batch = ctx
             .broker
@@ -329,6 +354,7 @@ async fn flusher(ctx: Rc<Shard>, dest: ShardId, tx: ConnectedSender<Batch>) {
             notified.await;
             continue;
         }
+        sent += batch.len() as u64;
         if tx.send(batch).await.is_err() {
             // The peer shard has stopped (shutdown).
             return;
