@@ -66,7 +66,7 @@ pub(super) struct Conn {
     /// deliveries to it stall nobody until it makes progress again.
     pub slow: bool,
     /// Bumped whenever the client shows it is consuming: it sent something, or the kernel took
-    /// all of its previous output. Publishers stalled on it keep waiting while this moves.
+    /// some of its output. Publishers stalled on it keep waiting while this moves.
     pub progress: u16,
     /// Seconds of silence allowed (1.5 × keep-alive), 0 = no keep-alive.
     pub keepalive_secs: u32,

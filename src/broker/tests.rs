@@ -542,9 +542,9 @@ fn one_shard(settings: Settings) -> Broker {
     Broker::new(0, 1, Rc::new(settings))
 }
 
-fn subscribed(b: &mut Broker, client: &str, filter: &str, qos: QoS) -> ConnId {
-    let id = connected(b, client);
-    let mut rx = bytes_of(Packet::Subscribe(Subscribe {
+/// A SUBSCRIBE (packet id 1) of one filter at `qos`.
+pub(super) fn subscribe_qos(filter: &str, qos: QoS) -> BytesMut {
+    bytes_of(Packet::Subscribe(Subscribe {
         packet_id: NonZeroU16::new(1).unwrap(),
         properties: Default::default(),
         filters: vec![(
@@ -554,7 +554,12 @@ fn subscribed(b: &mut Broker, client: &str, filter: &str, qos: QoS) -> ConnId {
                 ..Default::default()
             },
         )],
-    }));
+    }))
+}
+
+fn subscribed(b: &mut Broker, client: &str, filter: &str, qos: QoS) -> ConnId {
+    let id = connected(b, client);
+    let mut rx = subscribe_qos(filter, qos);
     assert!(matches!(b.input(id, &mut rx, 0), super::Input::Continue));
     assert!(matches!(output(b, id).as_slice(), [Packet::SubAck(_)]));
     id

@@ -11,24 +11,14 @@ use super::mesh::MeshMsg;
 use super::shared::{Member, MemberId, SharedDelivery, SharedMember};
 use super::subscribe::SubOpts;
 use super::tests::{
-    bytes_of, connect_packet, connect_with, connected, id_on, mesh, output, shard0,
+    bytes_of, connect_packet, connect_with, connected, id_on, mesh, output, shard0, subscribe_qos,
 };
 use super::{Broker, ConnId};
 use crate::protocol::*;
 use crate::session::{Message, ShareName};
 
 fn subscribe(b: &mut Broker, id: ConnId, filter: &str, qos: QoS) -> Vec<MeshMsg> {
-    let mut rx = bytes_of(Packet::Subscribe(Subscribe {
-        packet_id: NonZeroU16::new(1).unwrap(),
-        properties: Default::default(),
-        filters: vec![(
-            MqttStr::from(filter),
-            SubscriptionOptions {
-                qos,
-                ..Default::default()
-            },
-        )],
-    }));
+    let mut rx = subscribe_qos(filter, qos);
     b.input(id, &mut rx, 1);
     let sent = mesh(b);
     // The SUBACK waits for the other shard to apply the membership.
