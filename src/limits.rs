@@ -32,6 +32,16 @@ pub const READY_EVENTS_PER_ROUND: usize = 256;
 /// Connections one listener accepts in one round.
 pub const ACCEPTS_PER_ROUND: usize = 64;
 
+/// A round that serves this many ready sockets starts the batching window (`runtime.batch_window_us`):
+/// the next round waits for the window's end. Fewer (a lone client's request and response) never wait.
+pub const BATCH_WINDOW_ENTER_SOCKETS: usize = 4;
+
+/// While batching, a round that serves fewer ready sockets than this ends it (the load has gone).
+pub const BATCH_WINDOW_STAY_SOCKETS: usize = 2;
+
+/// Upper bound of `runtime.batch_window_us`: beyond 10 ms the added latency buys nothing.
+pub const BATCH_WINDOW_US_MAX: u64 = 10_000;
+
 /// Connections (and sessions) per shard whose tables are reserved up front: address space only
 /// (the allocator maps tables this large lazily, so untouched entries cost no memory), but the
 /// per-connection tables then never move or leave the freed blocks of their doubling behind

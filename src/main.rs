@@ -145,6 +145,7 @@ fn options(cli: &Cli, config: &Config) -> Result<Options, String> {
         shards,
         pin_cores: config.runtime.pin_cores && !cli.no_pin,
         cores,
+        batch_window: std::time::Duration::from_micros(config.runtime.batch_window_us.into()),
     })
 }
 

@@ -81,6 +81,10 @@ pub struct RuntimeConfig {
     pub pin_cores: bool,
     /// Explicit cores for the shards, in order; empty = the first available cores.
     pub cores: Vec<usize>,
+    /// Microseconds: while a shard is busy it starts a round of reads at most this often, so
+    /// each round serves more sockets and writes more per `send` (0 = as soon as any is ready).
+    #[serde(deserialize_with = "units::int::<_, u32, 0, { crate::limits::BATCH_WINDOW_US_MAX }>")]
+    pub batch_window_us: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -89,6 +93,7 @@ impl Default for RuntimeConfig {
             shards: Shards::Auto,
             pin_cores: true,
             cores: Vec::new(),
+            batch_window_us: 250,
         }
     }
 }

@@ -82,6 +82,7 @@ fn default_config_lists_every_key() {
         "shards",
         "pin_cores",
         "cores",
+        "batch_window_us",
         "level",
     ];
     for k in keys {
@@ -243,6 +244,7 @@ fn range_checks_name_key_and_value() {
         ("runtime", "shards", &["0", "-2", "\"many\"", "1.5"]),
         ("runtime", "pin_cores", &["2"]),
         ("runtime", "cores", &["\"0,1\"", "{ a = 1 }"]),
+        ("runtime", "batch_window_us", &["-1", "10001", "\"250us\""]),
         ("log", "level", &["\"verbose\""]),
         ("node", "name", &["\"a/b\"", "\"\"", "\"x#\""]),
     ];

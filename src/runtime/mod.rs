@@ -35,6 +35,8 @@ pub struct Options {
     pub pin_cores: bool,
     /// Core for each shard when pinning (empty = shard i on core i).
     pub cores: Vec<usize>,
+    /// `runtime.batch_window_us` (zero = off).
+    pub batch_window: std::time::Duration,
 }
 
 /// Why the broker could not start; each says what to do about it.
@@ -155,6 +157,7 @@ pub fn start(opts: Options, shutdown: Arc<AtomicBool>) -> Result<Running, StartE
             shard,
             nr_shards: n,
             settings: opts.settings.clone(),
+            batch_window: opts.batch_window,
             listeners: mine,
             senders: tx,
             receivers: rx,

@@ -32,6 +32,8 @@ pub struct ShardSetup {
     pub shard: ShardId,
     pub nr_shards: usize,
     pub settings: Settings,
+    /// `runtime.batch_window_us` (zero = off).
+    pub batch_window: Duration,
     pub listeners: Vec<socket2::Socket>,
     /// Indexed by destination shard; `None` for this shard. With the count of messages the
     /// destination has handled.
@@ -70,6 +72,8 @@ pub struct Shard {
     pub flushing: Cell<bool>,
     /// Every socket read of this shard lands here first.
     scratch: RefCell<Vec<u8>>,
+    /// While busy, the reactor starts a round at most this often (zero = as soon as ready).
+    pub batch_window: Duration,
 }
 
 impl Shard {
@@ -174,6 +178,7 @@ pub async fn run(setup: ShardSetup) -> Result<(), String> {
         shard,
         nr_shards,
         settings,
+        batch_window,
         listeners,
         senders,
         receivers,
@@ -196,6 +201,7 @@ pub async fn run(setup: ShardSetup) -> Result<(), String> {
         deferring: Cell::new(0),
         flushing: Cell::new(false),
         scratch: RefCell::new(vec![0; READ_TURN_BYTES_MAX]),
+        batch_window,
     });
 
     // Connect every mesh endpoint concurrently: each connect waits for its peer.
