@@ -377,8 +377,13 @@ impl Broker {
                 return;
             }
             if p.epoch > synced {
-                let epoch = p.epoch;
-                if self.route_sync.requested < epoch {
+                // Asks for the current epoch, not only the front's: every route broadcast so far
+                // is already queued ahead of the RouteSync, so one round trip releases every
+                // SUBACK held now. (Asking for the front's epoch released one subscription per
+                // round trip in a burst of new filters: a connect burst held nearly all its
+                // SUBACKs at once, and the shard heaps kept that peak's pages.)
+                if self.route_sync.requested < p.epoch {
+                    let epoch = self.route_sync.epoch;
                     self.route_sync.requested = epoch;
                     self.broadcast(|| MeshMsg::RouteSync(epoch));
                 }
