@@ -638,7 +638,7 @@ impl Broker {
         let client = &self.clients[key as usize];
         let who = super::rewrite::Who {
             client_id: &client.id,
-            username: client.username.as_deref(),
+            username: client.username(),
         };
         self.settings.rewrite.subscribe_filter(filter, who)
     }
@@ -652,7 +652,7 @@ impl Broker {
         }
         let settings = self.settings.clone();
         let client = &self.clients[key as usize];
-        let (client_id, username) = (client.id.clone(), client.username.clone());
+        let (client_id, username) = (client.id.clone(), client.username().map(Box::<str>::from));
         let who = super::auto_subscribe::Client {
             client_id: &client_id,
             username: username.as_deref(),
@@ -708,7 +708,7 @@ impl Broker {
     /// A session's subscriptions, plain and shared.
     pub(super) fn subscription_count(&self, key: ClientKey) -> usize {
         let c = &self.clients[key as usize];
-        c.subs.len() + c.shared.as_ref().map_or(0, |s| s.subs.len())
+        c.subs.len() + c.shared().map_or(0, |s| s.subs.len())
     }
 
     pub(super) fn handle_unsubscribe(

@@ -751,3 +751,14 @@ fn a_full_outbox_stalls_the_publisher_feeding_it_and_nobody_else() {
     assert!(matches!(b.input(p, &mut rx, 3), super::Input::Continue));
     assert_eq!(sent + b.mesh_out_len(1), MESH_OUTBOX_MESSAGES_MAX + 1000);
 }
+
+#[test]
+fn a_client_slot_keeps_its_rare_parts_boxed() {
+    // Issue 5: the client slot is the largest part of an idle connection's broker state; the
+    // username, will, shared and exclusive subscriptions sit in one optional box.
+    let n = std::mem::size_of::<super::Client>();
+    assert!(n <= 168, "size_of::<Client>() = {n}");
+    let mut b = shard0();
+    connected(&mut b, &id_on(0, "plain"));
+    assert!(b.clients.iter().all(|(_, c)| c.extra.is_none()));
+}
