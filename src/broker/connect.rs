@@ -111,7 +111,7 @@ impl Broker {
                 session_present = true;
                 let client = &mut self.clients[key as usize];
                 // The same client id is back before the will fired: cancel it.
-                client.will = None;
+                client.set_will(None);
                 self.will_delay.disarm(key);
                 self.expiry.disarm(key);
             }
@@ -123,9 +123,9 @@ impl Broker {
         let client = &mut self.clients[key as usize];
         client.conn = Some(id);
         client.version = v;
-        client.username = c.username.as_deref().map(Box::from);
+        client.set_username(c.username.as_deref());
         client.expiry_secs = expiry_secs;
-        client.will = c.will.as_ref().map(|w| {
+        client.set_will(c.will.as_ref().map(|w| {
             // Copied, not sliced: a slice would keep the whole read that held the CONNECT.
             Box::new(Will {
                 topic: MqttStr::from(&*w.topic),
@@ -135,7 +135,7 @@ impl Broker {
                 properties: will_publish_properties(&w.properties),
                 delay_secs: w.properties.will_delay_interval.unwrap_or(0),
             })
-        });
+        }));
 
         let conn = &mut self.conns[id as usize];
         client.info = super::sys::ClientInfo {
@@ -175,12 +175,9 @@ impl Broker {
             session,
             conn: None,
             version: v,
-            username: None,
             expiry_secs: 0,
-            will: None,
             subs: Default::default(),
-            shared: None,
-            exclusive: Vec::new(),
+            extra: None,
             info: Default::default(),
         }) as ClientKey;
         self.by_id.insert(&self.clients, key);
@@ -263,7 +260,7 @@ impl Broker {
         self.keepalive.disarm(old);
         let client = &mut self.clients[key as usize];
         client.session.disconnect();
-        if let Some(will) = client.will.take()
+        if let Some(will) = client.take_will()
             && will.delay_secs == 0
         {
             self.publish_will(key, *will);
@@ -281,7 +278,7 @@ impl Broker {
         }
         // 3.1 / 3.1.1 DISCONNECT and v5 reason 0x00 discard the will; any other v5 reason keeps it.
         if d.reason == ReasonCode::NORMAL_DISCONNECTION {
-            client.will = None;
+            client.set_will(None);
         }
         self.mark_close(id, CloseReason::Normal);
         Flow::Stop
@@ -309,12 +306,12 @@ impl Broker {
         self.event_disconnected(key, super::sys::reason_name(reason));
         let client = &mut self.clients[key as usize];
         let ends_now = client.expiry_secs == 0 || reason == CloseReason::Shutdown;
-        if let Some(will) = client.will.take() {
+        if let Some(will) = client.take_will() {
             if will.delay_secs == 0 || ends_now {
                 self.publish_will(key, *will);
             } else {
                 let delay = will.delay_secs.min(client.expiry_secs);
-                self.clients[key as usize].will = Some(will);
+                self.clients[key as usize].set_will(Some(will));
                 self.will_delay.arm(key, delay);
             }
         }
@@ -355,7 +352,7 @@ impl Broker {
         if client.conn.is_some() {
             return;
         }
-        if let Some(will) = client.will.take() {
+        if let Some(will) = client.take_will() {
             self.publish_will(key, *will);
         }
     }
@@ -375,7 +372,7 @@ impl Broker {
     pub(super) fn end_session(&mut self, key: ClientKey) {
         self.will_delay.disarm(key);
         self.expiry.disarm(key);
-        if let Some(will) = self.clients[key as usize].will.take() {
+        if let Some(will) = self.clients[key as usize].take_will() {
             self.publish_will(key, *will);
         }
         self.end_exclusive(key);
@@ -434,12 +431,12 @@ impl Broker {
         let keys: Vec<ClientKey> = self
             .clients
             .iter()
-            .filter(|(_, c)| c.will.is_some())
+            .filter(|(_, c)| c.has_will())
             .map(|(key, _)| key as ClientKey)
             .collect();
         for key in keys {
             self.will_delay.disarm(key);
-            if let Some(will) = self.clients[key as usize].will.take() {
+            if let Some(will) = self.clients[key as usize].take_will() {
                 self.publish_will(key, *will);
             }
         }

@@ -115,7 +115,7 @@ impl Broker {
         if has_wildcards(&filter) && !self.settings.wildcard_subscription {
             return ExclusiveOutcome::Done(ReasonCode::WildcardSubscriptionsNotSupported, None);
         }
-        let holds = self.clients[key as usize].exclusive.contains(&filter);
+        let holds = self.clients[key as usize].exclusive().contains(&filter);
         let dest = lock_shard(&filter, self.nr_shards);
         if holds || dest == self.shard {
             let holder = self.holder(key);
@@ -151,14 +151,14 @@ impl Broker {
             subscription_id,
         };
         let Some(existed) = self.add_sub(key, &filter, opts) else {
-            if !self.clients[key as usize].exclusive.contains(&filter) {
+            if !self.clients[key as usize].exclusive().contains(&filter) {
                 self.unlock_exclusive(key, filter);
             }
             return (ReasonCode::QuotaExceeded, None);
         };
         let client = &mut self.clients[key as usize];
-        if !client.exclusive.contains(&filter) {
-            client.exclusive.push(filter.clone());
+        if !client.exclusive().contains(&filter) {
+            client.extra_mut().exclusive.push(filter.clone());
         }
         let send = match options.retain_handling {
             RetainHandling::SendAtSubscribe => true,
@@ -195,17 +195,17 @@ impl Broker {
             self.remove_local_sub(key, filter);
         }
         let client = &mut self.clients[key as usize];
-        let Some(i) = client.exclusive.iter().position(|f| f == filter) else {
+        let Some(i) = client.exclusive().iter().position(|f| f == filter) else {
             return removed;
         };
-        let filter = client.exclusive.swap_remove(i);
+        let filter = client.extra_mut().exclusive.swap_remove(i);
         self.unlock_exclusive(key, filter);
         true
     }
 
     /// The session of `key` ends: every lock it holds is released.
     pub(super) fn end_exclusive(&mut self, key: ClientKey) {
-        let filters = std::mem::take(&mut self.clients[key as usize].exclusive);
+        let filters = self.clients[key as usize].take_exclusive();
         for filter in filters {
             self.unlock_exclusive(key, filter);
         }

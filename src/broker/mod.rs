@@ -185,17 +185,85 @@ struct Client {
     session: Session,
     conn: Option<ConnId>,
     version: ProtocolVersion,
-    username: Option<Box<str>>,
     /// Session Expiry Interval in seconds; `u32::MAX` never expires.
     expiry_secs: u32,
-    will: Option<Box<connect::Will>>,
     subs: subscribe::SubList,
+    /// What few sessions have, allocated on first use: see [`ClientExtra`].
+    extra: Option<Box<ClientExtra>>,
+    /// What the `$SYS` connect / disconnect events report.
+    info: sys::ClientInfo,
+}
+
+/// The parts of a [`Client`] that most sessions never use, in one box: an idle client with
+/// none of them carries 8 bytes for them instead of 56 (issue 5: a third of the per-connection
+/// budget is the client slot).
+#[derive(Debug, Default)]
+struct ClientExtra {
+    username: Option<Box<str>>,
+    will: Option<Box<connect::Will>>,
     /// Shared subscriptions and, as a publisher, per-group strategy state (FEATURES.md §4).
     shared: Option<Box<shared::ClientShared>>,
     /// Filters whose exclusive lock this session holds (FEATURES.md §5).
     exclusive: Vec<MqttStr>,
-    /// What the `$SYS` connect / disconnect events report.
-    info: sys::ClientInfo,
+}
+
+impl Client {
+    /// The rare parts, allocated now if they were not.
+    fn extra_mut(&mut self) -> &mut ClientExtra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
+    fn username(&self) -> Option<&str> {
+        self.extra.as_ref()?.username.as_deref()
+    }
+
+    fn set_username(&mut self, username: Option<&str>) {
+        match username {
+            Some(u) => self.extra_mut().username = Some(Box::from(u)),
+            None => {
+                if let Some(e) = self.extra.as_mut() {
+                    e.username = None;
+                }
+            }
+        }
+    }
+
+    fn has_will(&self) -> bool {
+        self.extra.as_ref().is_some_and(|e| e.will.is_some())
+    }
+
+    fn take_will(&mut self) -> Option<Box<connect::Will>> {
+        self.extra.as_mut()?.will.take()
+    }
+
+    fn set_will(&mut self, will: Option<Box<connect::Will>>) {
+        match will {
+            Some(w) => self.extra_mut().will = Some(w),
+            None => {
+                self.take_will();
+            }
+        }
+    }
+
+    fn shared(&self) -> Option<&shared::ClientShared> {
+        self.extra.as_ref()?.shared.as_deref()
+    }
+
+    fn shared_mut(&mut self) -> Option<&mut shared::ClientShared> {
+        self.extra.as_mut()?.shared.as_deref_mut()
+    }
+
+    /// Filters whose exclusive lock this session holds.
+    fn exclusive(&self) -> &[MqttStr] {
+        self.extra.as_ref().map_or(&[], |e| &e.exclusive)
+    }
+
+    fn take_exclusive(&mut self) -> Vec<MqttStr> {
+        self.extra
+            .as_mut()
+            .map(|e| std::mem::take(&mut e.exclusive))
+            .unwrap_or_default()
+    }
 }
 
 /// Client id → session slot. The table holds only slot numbers and hashes the id kept in the

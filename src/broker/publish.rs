@@ -96,7 +96,7 @@ impl Broker {
         let client = &self.clients[key as usize];
         let who = super::rewrite::Who {
             client_id: &client.id,
-            username: client.username.as_deref(),
+            username: client.username(),
         };
         self.settings.rewrite.publish_topic(topic, who)
     }

@@ -86,7 +86,8 @@ pub(super) struct ClientShared {
 /// Who published the message being dispatched, when it is a client of this shard.
 pub(super) struct Publisher<'a> {
     pub client_id: &'a str,
-    pub state: &'a mut Option<Box<ClientShared>>,
+    /// Where its [`ClientShared`] is (or will be).
+    pub extra: &'a mut Option<Box<super::ClientExtra>>,
 }
 
 #[derive(Debug)]
@@ -308,7 +309,8 @@ fn client_hash(publisher: Option<&Publisher<'_>>, msg: &Message) -> u64 {
 
 /// A publisher's state for `share`, created with a random `round_robin` start.
 fn pick_state<'p>(p: &'p mut Publisher<'_>, share: &Arc<ShareName>, rng: &mut Rng) -> &'p mut Pick {
-    let picks = &mut p.state.get_or_insert_with(Default::default).picks;
+    let extra = p.extra.get_or_insert_with(Default::default);
+    let picks = &mut extra.shared.get_or_insert_with(Default::default).picks;
     if !picks.contains_key(share) {
         let start = rng.next_u64();
         picks.insert(
@@ -373,6 +375,7 @@ impl Broker {
         let count = self.subscription_count(key);
         let max = self.settings.max_subscriptions;
         let state = self.clients[key as usize]
+            .extra_mut()
             .shared
             .get_or_insert_with(Default::default);
         let existed = match state.subs.iter_mut().find(|(n, _)| **n == *share) {
@@ -392,7 +395,7 @@ impl Broker {
 
     /// Ends `key`'s membership of `share`; whether it was a member.
     pub(super) fn remove_shared_sub(&mut self, key: ClientKey, share: &ShareName) -> bool {
-        let Some(state) = self.clients[key as usize].shared.as_mut() else {
+        let Some(state) = self.clients[key as usize].shared_mut() else {
             return false;
         };
         let Some(i) = state.subs.iter().position(|(n, _)| **n == *share) else {
@@ -405,7 +408,7 @@ impl Broker {
 
     /// Ends every membership of a session that ends.
     pub(super) fn end_shared(&mut self, key: ClientKey) {
-        let subs = match self.clients[key as usize].shared.as_mut() {
+        let subs = match self.clients[key as usize].shared_mut() {
             Some(state) => std::mem::take(&mut state.subs),
             None => return,
         };
@@ -479,7 +482,7 @@ impl Broker {
             .and_then(|k| self.clients.get_mut(k as usize))
             .map(|c| Publisher {
                 client_id: &c.id,
-                state: &mut c.shared,
+                extra: &mut c.extra,
             });
         self.shared
             .pick_all(msg, ctx, publisher, &mut self.matches, &mut picked);
@@ -508,8 +511,7 @@ impl Broker {
         // message crossed).
         let member = self.clients.get(id.client as usize).is_some_and(|c| {
             c.generation == id.generation
-                && c.shared
-                    .as_ref()
+                && c.shared()
                     .is_some_and(|s| s.subs.iter().any(|(n, _)| **n == *d.share))
         });
         if !member {

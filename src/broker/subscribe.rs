@@ -377,8 +377,13 @@ impl Broker {
                 return;
             }
             if p.epoch > synced {
-                let epoch = p.epoch;
-                if self.route_sync.requested < epoch {
+                // Asks for the current epoch, not only the front's: every route broadcast so far
+                // is already queued ahead of the RouteSync, so one round trip releases every
+                // SUBACK held now. (Asking for the front's epoch released one subscription per
+                // round trip in a burst of new filters: a connect burst held nearly all its
+                // SUBACKs at once, and the shard heaps kept that peak's pages.)
+                if self.route_sync.requested < p.epoch {
+                    let epoch = self.route_sync.epoch;
                     self.route_sync.requested = epoch;
                     self.broadcast(|| MeshMsg::RouteSync(epoch));
                 }
@@ -633,7 +638,7 @@ impl Broker {
         let client = &self.clients[key as usize];
         let who = super::rewrite::Who {
             client_id: &client.id,
-            username: client.username.as_deref(),
+            username: client.username(),
         };
         self.settings.rewrite.subscribe_filter(filter, who)
     }
@@ -647,7 +652,7 @@ impl Broker {
         }
         let settings = self.settings.clone();
         let client = &self.clients[key as usize];
-        let (client_id, username) = (client.id.clone(), client.username.clone());
+        let (client_id, username) = (client.id.clone(), client.username().map(Box::<str>::from));
         let who = super::auto_subscribe::Client {
             client_id: &client_id,
             username: username.as_deref(),
@@ -703,7 +708,7 @@ impl Broker {
     /// A session's subscriptions, plain and shared.
     pub(super) fn subscription_count(&self, key: ClientKey) -> usize {
         let c = &self.clients[key as usize];
-        c.subs.len() + c.shared.as_ref().map_or(0, |s| s.subs.len())
+        c.subs.len() + c.shared().map_or(0, |s| s.subs.len())
     }
 
     pub(super) fn handle_unsubscribe(

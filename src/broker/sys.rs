@@ -235,9 +235,7 @@ impl Broker {
         let subscribers = self
             .clients
             .iter()
-            .filter(|(_, c)| {
-                !c.subs.is_empty() || c.shared.as_ref().is_some_and(|s| !s.subs.is_empty())
-            })
+            .filter(|(_, c)| !c.subs.is_empty() || c.shared().is_some_and(|s| !s.subs.is_empty()))
             .count();
         let topics = self.local.len() as u64;
         Snapshot {
@@ -352,7 +350,7 @@ impl Broker {
         out.push_str("{\"clientid\":");
         json_str(&c.id, out);
         out.push_str(",\"username\":");
-        match &c.username {
+        match c.username() {
             Some(u) => json_str(u, out),
             None => out.push_str("null"),
         }

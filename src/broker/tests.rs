@@ -161,6 +161,40 @@ fn suback_waits_until_the_other_shard_has_the_route() {
     assert!(matches!(output(&mut b, id).as_slice(), [Packet::SubAck(a)] if a.packet_id.get() == 3));
 }
 
+/// The RouteSync epochs in `sent`.
+fn route_syncs(sent: &[MeshMsg]) -> Vec<u64> {
+    sent.iter()
+        .filter_map(|m| match m {
+            MeshMsg::RouteSync(e) => Some(*e),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn one_route_sync_round_trip_releases_every_suback_held_meanwhile() {
+    let mut b = shard0();
+    let id = connected(&mut b, &id_on(0, "s"));
+    // Three SUBSCRIBEs of new filters: the second and third arrive while the first one's
+    // RouteSync is in flight.
+    for (pid, filter) in [(1, "a"), (2, "b"), (3, "c")] {
+        b.input(id, &mut subscribe_packet(pid, &[filter]), 1);
+    }
+    assert!(output(&mut b, id).is_empty(), "SUBACKs held");
+    let first = route_syncs(&mesh(&mut b));
+    assert_eq!(first.len(), 1, "one RouteSync in flight at a time");
+    b.mesh_in(1, MeshMsg::RouteSyncAck(first[0]), 2);
+    assert_eq!(subacks(&mut b, id).len(), 1);
+    // The next RouteSync covers every route broadcast so far, so one more round trip releases
+    // both SUBACKs still held (not one per round trip).
+    let next = route_syncs(&mesh(&mut b));
+    assert_eq!(next.len(), 1);
+    b.mesh_in(1, MeshMsg::RouteSyncAck(next[0]), 3);
+    let ids: Vec<u16> = subacks(&mut b, id).into_iter().map(|(p, _)| p).collect();
+    assert_eq!(ids, vec![2, 3]);
+    assert!(route_syncs(&mesh(&mut b)).is_empty());
+}
+
 #[test]
 fn a_route_sync_is_answered_in_order() {
     let mut b = shard0();
@@ -716,4 +750,15 @@ fn a_full_outbox_stalls_the_publisher_feeding_it_and_nobody_else() {
     assert!(!b.stall_holds(super::StallOn::Mesh(1)));
     assert!(matches!(b.input(p, &mut rx, 3), super::Input::Continue));
     assert_eq!(sent + b.mesh_out_len(1), MESH_OUTBOX_MESSAGES_MAX + 1000);
+}
+
+#[test]
+fn a_client_slot_keeps_its_rare_parts_boxed() {
+    // Issue 5: the client slot is the largest part of an idle connection's broker state; the
+    // username, will, shared and exclusive subscriptions sit in one optional box.
+    let n = std::mem::size_of::<super::Client>();
+    assert!(n <= 168, "size_of::<Client>() = {n}");
+    let mut b = shard0();
+    connected(&mut b, &id_on(0, "plain"));
+    assert!(b.clients.iter().all(|(_, c)| c.extra.is_none()));
 }
