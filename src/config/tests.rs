@@ -110,6 +110,7 @@ fn defaults_match_features_md() {
     assert_eq!(l.bind.to_string(), "0.0.0.0:1883");
     assert_eq!((l.backlog, l.max_connections), (1024, None));
     assert_eq!(c.runtime.shards, Shards::Auto);
+    assert_eq!(c.runtime.batch_window_us, 500);
     assert_eq!(c.log.level, LogLevel::Info);
 }
 
@@ -275,7 +276,8 @@ fn in_range_values_are_accepted() {
                 max_topic_alias = 0\nkeepalive_multiplier = 2\nmax_mqueue_len = \"infinity\"\n\
                 max_subscriptions = 10\nshared_subscription_strategy = \"hash_topic\"\n\
                 shared_subscription_initial_sticky_pick = \"local\"\n\
-                [runtime]\nshards = 2\ncores = [3, 1]\n[log]\nlevel = \"warning\"",
+                [runtime]\nshards = 2\ncores = [3, 1]\nbatch_window_us = 10000\n\
+                [log]\nlevel = \"warning\"",
     );
     assert_eq!(c.mqtt.max_qos_allowed, QoS::AtLeastOnce);
     assert_eq!(c.mqtt.max_inflight, 65535);
@@ -294,6 +296,7 @@ fn in_range_values_are_accepted() {
     );
     assert_eq!(c.runtime.shards, Shards::Count(2.try_into().unwrap()));
     assert_eq!(c.runtime.cores, [3, 1]);
+    assert_eq!(c.runtime.batch_window_us, 10_000);
     assert_eq!(c.log.level, LogLevel::Warn);
 }
 
