@@ -32,8 +32,9 @@ pub const READY_EVENTS_PER_ROUND: usize = 256;
 /// Connections one listener accepts in one round.
 pub const ACCEPTS_PER_ROUND: usize = 64;
 
-/// A round that serves this many ready sockets starts the batching window (`runtime.batch_window_us`):
-/// the next round waits for the window's end. Fewer (a lone client's request and response) never wait.
+/// A round that serves this many ready sockets may start the batching window
+/// (`runtime.batch_window_us`, `runtime/pacer.rs`): the next rounds wait for the window's end.
+/// Fewer (a lone client's request and response) never wait.
 pub const BATCH_WINDOW_ENTER_SOCKETS: usize = 4;
 
 /// While batching, a round that serves fewer ready sockets than this ends it (the load has gone).

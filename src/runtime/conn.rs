@@ -19,13 +19,13 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 
+use super::pacer::Pacer;
 use super::poller::{READ, WRITE};
 use super::shard::Shard;
 use crate::broker::{ConnId, Handoff, Input, StallOn};
 use crate::limits::{
-    ACCEPTS_PER_ROUND, BATCH_WINDOW_ENTER_SOCKETS, BATCH_WINDOW_STAY_SOCKETS, CLOSE_LINGER_MS,
-    CONNECTIONS_RESERVED_PER_SHARD, READY_EVENTS_PER_ROUND, STALL_MAX_MS, STALL_POLL_MS,
-    STALL_WRITE_BYTES,
+    ACCEPTS_PER_ROUND, CLOSE_LINGER_MS, CONNECTIONS_RESERVED_PER_SHARD, READY_EVENTS_PER_ROUND,
+    STALL_MAX_MS, STALL_POLL_MS, STALL_WRITE_BYTES,
 };
 use crate::protocol::Connect;
 
@@ -359,6 +359,8 @@ impl Shard {
         };
         let before = rx.len();
         let eof = self.read_available(fd, &mut rx);
+        self.bytes_read
+            .set(self.bytes_read.get() + (rx.len() - before) as u64);
         if flags & LINGER != 0 {
             if eof {
                 self.close_now(id);
@@ -631,22 +633,14 @@ impl Shard {
 }
 
 /// The shard's reactor: waits for ready sockets and serves them, a bounded round at a time.
-///
-/// At moderate load most of a shard's time goes to waking up: a round that finds two or three
-/// sockets ready costs a sleep and a wake-up of the thread, one read per socket and one write per
-/// subscriber. So while busy ([`BATCH_WINDOW_ENTER_SOCKETS`] ready at once) the shard starts its
-/// rounds at most every `runtime.batch_window_us`, sleeping out the rest of the window: the kernel
-/// queues what arrives meanwhile, and one round reads it all and writes each subscriber once.
-/// A lone client's request and response never wait; the mesh, the flushers and the timers run
-/// during the sleep.
+/// While busy with open-loop input it starts its rounds at most once per batching window
+/// ([`Pacer`]), sleeping out the rest of it (the mesh, the flushers and the timers run meanwhile).
 pub async fn reactor(ctx: Rc<Shard>) {
     let mut events: Vec<libc::epoll_event> = Vec::with_capacity(READY_EVENTS_PER_ROUND);
-    let window = ctx.batch_window;
-    let mut batching = false;
+    let mut pacer = Pacer::new(ctx.batch_window, Instant::now());
     let mut round_start = Instant::now();
     loop {
-        if batching {
-            let due = round_start + window;
+        if let Some(due) = pacer.next_round(round_start) {
             let now = Instant::now();
             if now < due {
                 glommio::timer::sleep(due - now).await;
@@ -664,17 +658,11 @@ pub async fn reactor(ctx: Rc<Shard>) {
         }
         ctx.poller.ready(&mut events);
         if events.is_empty() {
-            batching = false;
+            pacer.idle();
             ctx.poller.readable().await;
             continue;
         }
         round_start = Instant::now();
-        let enough = if batching {
-            BATCH_WINDOW_STAY_SOCKETS
-        } else {
-            BATCH_WINDOW_ENTER_SOCKETS
-        };
-        batching = !window.is_zero() && events.len() >= enough;
         ctx.batch(|| {
             for ev in &events {
                 let token = ev.u64;
@@ -701,8 +689,9 @@ pub async fn reactor(ctx: Rc<Shard>) {
                 ctx.resume_stalled();
             }
         });
+        pacer.after_round(Instant::now(), events.len(), ctx.bytes_read.get());
         // Let the mesh, the flushers and the ticker run between rounds (the batching sleep does).
-        if !batching {
+        if !pacer.batching() {
             futures_lite::future::yield_now().await;
         }
     }

@@ -6,6 +6,7 @@
 mod conn;
 mod listener;
 mod notify;
+mod pacer;
 mod poller;
 mod shard;
 

@@ -74,6 +74,8 @@ pub struct Shard {
     scratch: RefCell<Vec<u8>>,
     /// While busy, the reactor starts a round at most this often (zero = as soon as ready).
     pub batch_window: Duration,
+    /// Bytes read from client sockets so far (the batching pacer's measure of input).
+    pub bytes_read: Cell<u64>,
 }
 
 impl Shard {
@@ -202,6 +204,7 @@ pub async fn run(setup: ShardSetup) -> Result<(), String> {
         flushing: Cell::new(false),
         scratch: RefCell::new(vec![0; READ_TURN_BYTES_MAX]),
         batch_window,
+        bytes_read: Cell::new(0),
     });
 
     // Connect every mesh endpoint concurrently: each connect waits for its peer.
