@@ -84,3 +84,39 @@ fn quick_fanin_has_a_row_per_broker_with_deliveries() {
         }
     }
 }
+
+/// CI smoke test of `benches/batch_window.py`: a `--quick` run (ringmq with and without the
+/// window, open and closed loop) prints a table whose every row delivered messages, none lost.
+#[test]
+fn quick_batch_window_run_has_rows_with_deliveries() {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_ringmq"))
+        .parent()
+        .expect("bin dir");
+    let out = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/batch_window.py"))
+        .args(["--quick", "--no-mosquitto", "--bin-dir"])
+        .arg(bin_dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python3 benches/batch_window.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "batch_window.py failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    println!("{stdout}");
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter(|l| l.starts_with("| open") || l.starts_with("| closed"))
+        .map(|l| l.split('|').map(str::trim).collect())
+        .collect();
+    // Open loop at 20 k msg/s and closed loop with 4 publishers, each with windows 0 and 500.
+    assert_eq!(rows.len(), 4, "{stdout}");
+    for r in &rows {
+        let delivered: f64 = r[3].replace(',', "").parse().expect("delivered/s");
+        assert!(delivered > 0.0, "{r:?}");
+        assert_eq!(r[4], "0", "lost: {r:?}");
+    }
+}

@@ -103,37 +103,58 @@ impl Pacer {
             }
             return;
         }
+        let kept = || {
+            self.plain
+                .is_none_or(|(plain, _)| rate() >= KEPT_RATE * plain)
+        };
         if sockets < BATCH_WINDOW_STAY_SOCKETS {
-            // The load has gone.
-            self.batching = false;
-            self.restart_span(now, bytes);
+            // The load has gone, or a closed loop's round came out small: judged as a trial
+            // (without that, a closed loop whose rounds are sometimes small would be held in
+            // short episodes that never reach a trial's end).
+            if !kept() {
+                self.back_off(now);
+            }
+            self.stop(now, bytes);
             return;
         }
         if elapsed < SPAN.max(self.window * TRIAL_WINDOWS) {
             return;
         }
-        let kept = self
-            .plain
-            .is_none_or(|(plain, _)| rate() >= KEPT_RATE * plain);
-        if !kept {
+        if !kept() {
             // A closed loop: the window slowed the input down.
-            self.batching = false;
-            self.cooldown_until = now + self.cooldown;
-            self.cooldown = (self.cooldown * 2).min(COOLDOWN_MAX);
+            self.back_off(now);
+            self.stop(now, bytes);
+            return;
         } else {
             self.cooldown = COOLDOWN_MIN;
             if now.saturating_duration_since(self.batching_since) >= REPROBE {
                 // Measure the rate without the window again.
-                self.batching = false;
-                self.plain = None;
+                self.stop(now, bytes);
+                return;
             }
         }
         self.restart_span(now, bytes);
     }
 
+    /// Ends batching; the next needs a fresh measure of the rate without the window.
+    fn stop(&mut self, now: Instant, bytes: u64) {
+        self.batching = false;
+        self.plain = None;
+        self.restart_span(now, bytes);
+    }
+
+    /// No batching for a while (doubling each time, up to [`COOLDOWN_MAX`]).
+    fn back_off(&mut self, now: Instant) {
+        self.cooldown_until = now + self.cooldown;
+        self.cooldown = (self.cooldown * 2).min(COOLDOWN_MAX);
+    }
+
     /// A poll found nothing ready: the shard sleeps until a socket is.
     pub fn idle(&mut self) {
-        self.batching = false;
+        if self.batching {
+            self.batching = false;
+            self.plain = None;
+        }
     }
 }
 
@@ -326,18 +347,29 @@ mod tests {
             Input::Open(2_000),
         );
         assert!(p.batching());
-        p.after_round(run.now, 1, bytes + 10);
-        assert!(!p.batching(), "a round of one socket");
+        // A round of one socket, with little read since batching began: the load has gone (or
+        // a closed loop shows), which counts as a failed trial.
         bytes += 10;
+        p.after_round(run.now, 1, bytes);
+        assert!(!p.batching(), "a round of one socket");
         let run = rounds(
             &mut p,
             run.now,
             &mut bytes,
-            Duration::from_millis(5),
+            Duration::from_millis(50),
             4,
             Input::Open(2_000),
         );
-        assert!(p.batching(), "{p:?}");
+        assert_eq!(run.batched, Duration::ZERO, "backed off");
+        let run = rounds(
+            &mut p,
+            run.now,
+            &mut bytes,
+            Duration::from_millis(60),
+            4,
+            Input::Open(2_000),
+        );
+        assert!(p.batching(), "the load came back: {p:?}");
         p.idle();
         assert!(!p.batching(), "nothing ready");
         assert_eq!(p.next_round(run.now), None);
