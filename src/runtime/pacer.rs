@@ -21,14 +21,16 @@ use std::time::{Duration, Instant};
 use crate::limits::{BATCH_WINDOW_ENTER_SOCKETS, BATCH_WINDOW_STAY_SOCKETS};
 
 /// Shortest span over which a read rate is measured (with the window: also at least
-/// [`TRIAL_WINDOWS`] windows).
-const SPAN: Duration = Duration::from_millis(4);
+/// [`TRIAL_WINDOWS`] windows). Long enough that a paced load's rate varies by a few percent.
+const SPAN: Duration = Duration::from_millis(10);
 /// Windows in a trial of batching.
 const TRIAL_WINDOWS: u32 = 8;
 /// A rate measured longer ago than this is not compared with.
-const RATE_FRESH: Duration = Duration::from_millis(20);
-/// The share of the read rate without the window that batching must keep.
-const KEPT_RATE: f64 = 0.75;
+const RATE_FRESH: Duration = Duration::from_millis(30);
+/// The share of the read rate without the window that batching must keep. A QoS 1 fan-in near
+/// capacity, whose subscriber's window makes the delivery a closed loop, kept 85-88 % with the
+/// window (and lost that much throughput) — below this.
+const KEPT_RATE: f64 = 0.9;
 /// First back-off after a trial that held the input back.
 const COOLDOWN_MIN: Duration = Duration::from_millis(100);
 /// Longest back-off (it doubles after each failed trial, and resets after a kept one).
@@ -225,7 +227,7 @@ mod tests {
         let mut bytes = 0;
         // 2 MB/s.
         let input = Input::Open(2_000);
-        let run = rounds(&mut p, t0, &mut bytes, Duration::from_millis(5), 4, input);
+        let run = rounds(&mut p, t0, &mut bytes, Duration::from_millis(12), 4, input);
         assert!(
             p.batching(),
             "a measured rate and 4 sockets start the window"
@@ -254,7 +256,7 @@ mod tests {
             run.ends
         );
         assert!(
-            run.batched > Duration::from_millis(950),
+            run.batched > Duration::from_millis(900),
             "batched {:?} of 1 s",
             run.batched
         );
@@ -266,7 +268,7 @@ mod tests {
         let mut p = Pacer::new(W, t0);
         let mut bytes = 0;
         let input = Input::Closed(100);
-        let run = rounds(&mut p, t0, &mut bytes, Duration::from_millis(5), 5, input);
+        let run = rounds(&mut p, t0, &mut bytes, Duration::from_millis(12), 5, input);
         assert!(p.batching());
         // Each round gets the same 100 bytes however long it waited, so the window cuts the
         // rate tenfold; the trial ends batching.
@@ -274,7 +276,7 @@ mod tests {
             &mut p,
             run.now,
             &mut bytes,
-            Duration::from_millis(5),
+            Duration::from_millis(12),
             5,
             input,
         );
@@ -289,7 +291,7 @@ mod tests {
             input,
         );
         assert_eq!(run.batched, Duration::ZERO);
-        // ...and each failed trial doubles it: over 2 s, a few 4 ms trials.
+        // ...and each failed trial doubles it: over 2 s, a few 10 ms trials.
         let run = rounds(
             &mut p,
             run.now,
@@ -299,7 +301,7 @@ mod tests {
             input,
         );
         assert!(
-            run.batched < Duration::from_millis(40),
+            run.batched < Duration::from_millis(60),
             "held by the window for {:?} of 2 s",
             run.batched
         );
@@ -342,7 +344,7 @@ mod tests {
             &mut p,
             t0,
             &mut bytes,
-            Duration::from_millis(5),
+            Duration::from_millis(12),
             4,
             Input::Open(2_000),
         );
@@ -365,7 +367,7 @@ mod tests {
             &mut p,
             run.now,
             &mut bytes,
-            Duration::from_millis(60),
+            Duration::from_millis(80),
             4,
             Input::Open(2_000),
         );
