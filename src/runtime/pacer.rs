@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 use crate::limits::{BATCH_WINDOW_ENTER_SOCKETS, BATCH_WINDOW_STAY_SOCKETS};
 
 /// Shortest span over which a read rate is measured (with the window: also at least
-/// [`TRIAL_WINDOWS`] windows). Long enough that a paced load's rate varies by a few percent.
-const SPAN: Duration = Duration::from_millis(10);
+/// [`TRIAL_WINDOWS`] windows). Long enough that a paced load's rate varies by a few percent
+/// (over 10 ms, a load generator's bursts made open-loop trials fail now and then at 20 k msg/s).
+const SPAN: Duration = Duration::from_millis(20);
 /// Windows in a trial of batching.
 const TRIAL_WINDOWS: u32 = 8;
 /// A rate measured longer ago than this is not compared with.
-const RATE_FRESH: Duration = Duration::from_millis(30);
+const RATE_FRESH: Duration = Duration::from_millis(50);
 /// The share of the read rate without the window that batching must keep. A QoS 1 fan-in near
 /// capacity, whose subscriber's window makes the delivery a closed loop, kept 85-88 % with the
 /// window (and lost that much throughput) — below this.
@@ -36,7 +37,7 @@ const COOLDOWN_MIN: Duration = Duration::from_millis(100);
 /// Longest back-off (it doubles after each failed trial, and resets after a kept one).
 const COOLDOWN_MAX: Duration = Duration::from_secs(2);
 /// While batching, the rate without the window is measured again this often.
-const REPROBE: Duration = Duration::from_millis(250);
+const REPROBE: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
 pub struct Pacer {
@@ -227,7 +228,7 @@ mod tests {
         let mut bytes = 0;
         // 2 MB/s.
         let input = Input::Open(2_000);
-        let run = rounds(&mut p, t0, &mut bytes, Duration::from_millis(12), 4, input);
+        let run = rounds(&mut p, t0, &mut bytes, Duration::from_millis(25), 4, input);
         assert!(
             p.batching(),
             "a measured rate and 4 sockets start the window"
@@ -251,7 +252,7 @@ mod tests {
             input,
         );
         assert!(
-            (3..=5).contains(&run.ends),
+            (1..=3).contains(&run.ends),
             "{} re-measures in 1 s",
             run.ends
         );
@@ -268,7 +269,7 @@ mod tests {
         let mut p = Pacer::new(W, t0);
         let mut bytes = 0;
         let input = Input::Closed(100);
-        let run = rounds(&mut p, t0, &mut bytes, Duration::from_millis(12), 5, input);
+        let run = rounds(&mut p, t0, &mut bytes, Duration::from_millis(25), 5, input);
         assert!(p.batching());
         // Each round gets the same 100 bytes however long it waited, so the window cuts the
         // rate tenfold; the trial ends batching.
@@ -276,7 +277,7 @@ mod tests {
             &mut p,
             run.now,
             &mut bytes,
-            Duration::from_millis(12),
+            Duration::from_millis(25),
             5,
             input,
         );
@@ -291,7 +292,7 @@ mod tests {
             input,
         );
         assert_eq!(run.batched, Duration::ZERO);
-        // ...and each failed trial doubles it: over 2 s, a few 10 ms trials.
+        // ...and each failed trial doubles it: over 2 s, a few 20 ms trials.
         let run = rounds(
             &mut p,
             run.now,
@@ -301,7 +302,7 @@ mod tests {
             input,
         );
         assert!(
-            run.batched < Duration::from_millis(60),
+            run.batched < Duration::from_millis(120),
             "held by the window for {:?} of 2 s",
             run.batched
         );
@@ -344,7 +345,7 @@ mod tests {
             &mut p,
             t0,
             &mut bytes,
-            Duration::from_millis(12),
+            Duration::from_millis(25),
             4,
             Input::Open(2_000),
         );
@@ -367,7 +368,7 @@ mod tests {
             &mut p,
             run.now,
             &mut bytes,
-            Duration::from_millis(80),
+            Duration::from_millis(120),
             4,
             Input::Open(2_000),
         );
