@@ -93,7 +93,7 @@ impl Default for RuntimeConfig {
             shards: Shards::Auto,
             pin_cores: true,
             cores: Vec::new(),
-            batch_window_us: 500,
+            batch_window_us: 0,
         }
     }
 }

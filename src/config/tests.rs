@@ -110,7 +110,7 @@ fn defaults_match_features_md() {
     assert_eq!(l.bind.to_string(), "0.0.0.0:1883");
     assert_eq!((l.backlog, l.max_connections), (1024, None));
     assert_eq!(c.runtime.shards, Shards::Auto);
-    assert_eq!(c.runtime.batch_window_us, 500);
+    assert_eq!(c.runtime.batch_window_us, 0);
     assert_eq!(c.log.level, LogLevel::Info);
 }
 
