@@ -106,9 +106,12 @@ impl Pacer {
             }
             return;
         }
+        // No time measured, no evidence against the window.
         let kept = || {
-            self.plain
-                .is_none_or(|(plain, _)| rate() >= KEPT_RATE * plain)
+            elapsed.is_zero()
+                || self
+                    .plain
+                    .is_none_or(|(plain, _)| rate() >= KEPT_RATE * plain)
         };
         if sockets < BATCH_WINDOW_STAY_SOCKETS {
             // The load has gone, or a closed loop's round came out small: judged as a trial
@@ -128,13 +131,12 @@ impl Pacer {
             self.back_off(now);
             self.stop(now, bytes);
             return;
-        } else {
-            self.cooldown = COOLDOWN_MIN;
-            if now.saturating_duration_since(self.batching_since) >= REPROBE {
-                // Measure the rate without the window again.
-                self.stop(now, bytes);
-                return;
-            }
+        }
+        self.cooldown = COOLDOWN_MIN;
+        if now.saturating_duration_since(self.batching_since) >= REPROBE {
+            // Measure the rate without the window again.
+            self.stop(now, bytes);
+            return;
         }
         self.restart_span(now, bytes);
     }

@@ -55,6 +55,21 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Sockets listening on 127.0.0.1:`port` (IPv4, from /proc/net/tcp).
+fn listening_sockets(port: u16) -> usize {
+    let local = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // local_address, rem_address, st (0A = LISTEN)
+            f.len() > 3 && f[1] == local && f[3] == "0A"
+        })
+        .count()
+}
+
 impl Broker {
     pub fn start(shards: usize) -> Broker {
         Broker::start_with(shards, "", &[])
@@ -105,11 +120,19 @@ impl Broker {
         broker.wait_ready().then_some(broker)
     }
 
-    /// True once the broker accepts connections; false if it exited first.
+    /// True once every shard's listener is listening and the broker accepts a connection;
+    /// false if it exited first.
+    ///
+    /// Every shard's listener, not just one: the shards' SO_REUSEPORT sockets start listening
+    /// one after the other, and a handshake could complete on the first while the next was
+    /// joining the port's reuseport group — a test's next connect was once refused (CI,
+    /// broker_smoke).
     fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if listening_sockets(self.port) >= self.shards
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
                 return true;
             }
             let child = self.child.as_mut().expect("running");
