@@ -637,6 +637,8 @@ impl Shard {
 /// ([`Pacer`]), sleeping out the rest of it (the mesh, the flushers and the timers run meanwhile).
 pub async fn reactor(ctx: Rc<Shard>) {
     let mut events: Vec<libc::epoll_event> = Vec::with_capacity(READY_EVENTS_PER_ROUND);
+    // Off (the default): no clock reads per round.
+    let pacing = !ctx.batch_window.is_zero();
     let mut pacer = Pacer::new(ctx.batch_window, Instant::now());
     let mut round_start = Instant::now();
     loop {
@@ -662,7 +664,9 @@ pub async fn reactor(ctx: Rc<Shard>) {
             ctx.poller.readable().await;
             continue;
         }
-        round_start = Instant::now();
+        if pacing {
+            round_start = Instant::now();
+        }
         ctx.batch(|| {
             for ev in &events {
                 let token = ev.u64;
@@ -689,7 +693,9 @@ pub async fn reactor(ctx: Rc<Shard>) {
                 ctx.resume_stalled();
             }
         });
-        pacer.after_round(Instant::now(), events.len(), ctx.bytes_read.get());
+        if pacing {
+            pacer.after_round(Instant::now(), events.len(), ctx.bytes_read.get());
+        }
         // Let the mesh, the flushers and the ticker run between rounds (the batching sleep does).
         if !pacer.batching() {
             futures_lite::future::yield_now().await;
