@@ -37,8 +37,8 @@ dynamic_filters true, the rest from its sample rumqttd.toml.
 Fan-in, fan-out and shared subscriptions (QoS 0 and 1) also run a rate search: the offered rate
 (--rate, all publishers together) climbs a fixed ladder, the same for every broker, until a step
 loses messages, publishes or delivers < 95 % of what it should (offered x subscribers per
-message) or has a p99 above 1 s (a growing backlog); one step half way between the last good and
-the first bad rate refines it. The row reports the highest good rate and that step's figures;
+message) or has a p99 above 1 s (a growing backlog); two bisection steps between the last good
+and the first bad rate refine it (to a quarter of the ladder's gap; none below a 10 % gap). The row reports the highest good rate and that step's figures;
 every step is kept in the JSON, and a second table puts the brokers' steps at equal offered load
 side by side. A step the generator itself could not offer (QoS 0 published < 95 %, or its thread
 >= 90 % busy) ends the search as generator-limited; a QoS 1 publisher held back by its in-flight
@@ -80,6 +80,8 @@ Q1_LADDER = [5e3, 10e3, 20e3, 30e3, 50e3, 100e3, 200e3, 300e3, 400e3, 600e3, 800
 # Fan-out 1 -> 1,000: publish rates (deliveries = 1,000 x).
 FANOUT_LADDER = [500, 1000, 2000, 3000, 4000, 6000, 8000]
 QUICK_LADDER = [20e3]
+# Bisection steps between the last good and the first bad rate of a search.
+REFINE_STEPS = 2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -528,8 +530,13 @@ def search(ctx, broker_name, run, timeout_s):
         else:
             bad = rate
             break
-    mid = refine(best["offered_rate"], bad) if best and bad else None
-    if mid:
+    # Bisection between the last good and the first bad step: the ladder doubles at its top
+    # (100 k -> 200 k), so one step left a 50 % gap, and two brokers 1.3x apart could both stop
+    # at the same step or swap by a rounding.
+    for _ in range(REFINE_STEPS):
+        mid = refine(best["offered_rate"], bad) if best and bad else None
+        if not mid:
+            break
         r = run_once(ctx, broker_name, run, ["--rate", str(int(mid))], timeout_s)
         r["offered_rate"] = mid
         r["good"] = good(r, mid)

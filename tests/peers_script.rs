@@ -120,3 +120,61 @@ fn quick_batch_window_run_has_rows_with_deliveries() {
         assert_eq!(r[4], "0", "lost: {r:?}");
     }
 }
+
+/// The rate search of `benches/peers.py` against a simulated broker that keeps up to a given
+/// capacity: it climbs the ladder to the first bad step, then bisects twice between the last
+/// good and the first bad rate, and reports the highest good one. Checks the search's rules, not
+/// a broker: `run_once` is replaced by the simulation.
+#[test]
+fn rate_search_bisects_between_the_last_good_and_first_bad_step() {
+    let script = r#"
+import sys
+sys.path.insert(0, sys.argv[1])
+import peers
+
+def simulated(capacity):
+    def run_once(ctx, broker, run, extra, timeout_s):
+        rate = float(extra[extra.index("--rate") + 1])
+        ok = rate <= capacity
+        return dict(delivered_per_s=min(rate, capacity), published_per_s=rate,
+                    lost=0 if ok else 1, errors=0, failed=0, p99_ms=1.0, qos=1)
+    return run_once
+
+ctx = dict(quiet=True)
+run = dict(id="fanin q1 16B search", ladder=[50e3, 100e3, 200e3, 300e3])
+for capacity, want_best, want_steps in [
+    # 100 k good, 200 k bad -> 150 k bad -> 120 k good (two bisection steps).
+    (140e3, 120e3, [50e3, 100e3, 200e3, 150e3, 120e3]),
+    # 150 k good -> 180 k good.
+    (190e3, 180e3, [50e3, 100e3, 200e3, 150e3, 180e3]),
+    # Good up to the ladder's top: nothing to refine.
+    (1e9, 300e3, [50e3, 100e3, 200e3, 300e3]),
+    # Bad at the first step: no good rate.
+    (10e3, None, [50e3]),
+]:
+    peers.run_once = simulated(capacity)
+    row = peers.search(ctx, "sim", run, 10)
+    steps = [s["offered_rate"] for s in row["steps"]]
+    assert row["max_good_rate"] == want_best, (capacity, row["max_good_rate"], steps)
+    assert steps == want_steps, (capacity, steps)
+# Refinement stops within a 10 % gap.
+assert peers.refine(100e3, 105e3) is None
+print("ok")
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches"))
+        // Importing the script must not leave a __pycache__ in the source tree.
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.trim() == "ok",
+        "search simulation failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+}
