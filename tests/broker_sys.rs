@@ -263,3 +263,43 @@ fn disabled_sys_msg_interval_publishes_no_stats() {
         assert!(topics.iter().any(|t| t.ends_with("/uptime")), "{topics:?}");
     }
 }
+
+/// Client events are built only when someone would receive them: a subscriber on the client's
+/// shard, on another shard, or a share group's member. Each kind of watcher, alone, gets them.
+#[test]
+fn client_events_reach_local_remote_and_shared_watchers() {
+    for shards in SHARDS {
+        let b = Broker::start_with(shards, CONFIG, &[]);
+        let filter = sys("clients/+/connected");
+        let watchers = [
+            // A share group's only member.
+            (id_on(0, shards, "m"), format!("$share/g/{filter}")),
+            // A plain subscriber: local to some clients, remote to the others.
+            (id_on(shards - 1, shards, "p"), filter.clone()),
+        ];
+        for (i, (wid, wfilter)) in watchers.iter().enumerate() {
+            let mut w = watcher(&b, wid, wfilter);
+            // Clients on every shard.
+            let ids: Vec<String> = (0..shards)
+                .map(|s| id_on(s, shards, &format!("ev{i}-{s}")))
+                .collect();
+            let _clients: Vec<_> = ids
+                .iter()
+                .map(|id| Raw::connect(&b, V311, id, true))
+                .collect();
+            let mut want: Vec<String> = ids
+                .iter()
+                .map(|id| sys(&format!("clients/{id}/connected")))
+                .collect();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !want.is_empty() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let Some(p) = w.recv_publish_within(left) else {
+                    panic!("{shards} shards, watcher {wfilter}: no event for {want:?}");
+                };
+                want.retain(|t| t != p.topic.as_str());
+            }
+            w.disconnect();
+        }
+    }
+}

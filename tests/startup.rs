@@ -302,3 +302,78 @@ fn sigterm_disconnects_with_0x8b_publishes_wills_and_exits_0() {
     let _ = old.stream.read_to_end(&mut rest);
     assert!(rest.is_empty(), "v3.1.1 client got {rest:02x?}");
 }
+
+/// The broker runs without glibc's per-thread malloc cache (it re-executes itself, same pid,
+/// with `glibc.malloc.tcache_count=0` added to `GLIBC_TUNABLES`), and keeps an operator's own
+/// setting of that tunable. The environment of the running broker tells.
+#[test]
+fn the_broker_runs_without_glibcs_thread_cache_unless_the_operator_sets_it() {
+    for (given, want) in [
+        (None, "glibc.malloc.tcache_count=0"),
+        (
+            Some("glibc.malloc.arena_max=4"),
+            "glibc.malloc.arena_max=4:glibc.malloc.tcache_count=0",
+        ),
+        (
+            Some("glibc.malloc.tcache_count=7"),
+            "glibc.malloc.tcache_count=7",
+        ),
+    ] {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringmq"));
+        cmd.args(["--bind", &format!("127.0.0.1:{port}"), "--shards", "1"])
+            .args(["--no-pin", "--log-level", "error"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        match given {
+            Some(v) => cmd.env("GLIBC_TUNABLES", v),
+            None => cmd.env_remove("GLIBC_TUNABLES"),
+        };
+        let mut child = cmd.spawn().expect("start ringmq");
+        // Serving clients: the re-executed broker (the same process) is the one listening.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "ringmq never listened");
+            assert!(child.try_wait().unwrap().is_none(), "ringmq exited");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            tunables_of(&environ),
+            vec![want.to_string()],
+            "given {given:?}: GLIBC_TUNABLES of the running broker"
+        );
+    }
+}
+
+/// The `GLIBC_TUNABLES` values in a process's initial environment (`/proc/PID/environ`). glibc's
+/// start-up writes a NUL after each tunable's value in place, so `a=1:b=2` reads back as the
+/// entries `GLIBC_TUNABLES=a=1` and `b=2`; the pieces are joined again (an entry whose name has
+/// a dot is a tunable: environment variable names have none).
+fn tunables_of(environ: &[u8]) -> Vec<String> {
+    let entries: Vec<String> = environ
+        .split(|&b| b == 0)
+        .map(|e| String::from_utf8_lossy(e).into_owned())
+        .collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < entries.len() {
+        if let Some(v) = entries[i].strip_prefix("GLIBC_TUNABLES=") {
+            let mut v = v.to_string();
+            while let Some(next) = entries.get(i + 1) {
+                let is_tunable = next.split('=').next().is_some_and(|n| n.contains('.'));
+                if !is_tunable || !next.contains('=') {
+                    break;
+                }
+                v = format!("{v}:{next}");
+                i += 1;
+            }
+            out.push(v);
+        }
+        i += 1;
+    }
+    out
+}

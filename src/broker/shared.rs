@@ -126,6 +126,11 @@ impl SharedSubs {
         self.trie.is_empty()
     }
 
+    /// Some share group's filter matches `topic`.
+    pub fn any_match(&self, topic: &str, matches: &mut Matches) -> bool {
+        super::subscribe::any_match(&self.trie, topic, matches)
+    }
+
     /// Adds `member`, or updates its options; true when it was not a member.
     pub fn join(&mut self, share: &Arc<ShareName>, member: Member, me: ShardId) -> bool {
         let id = self.trie.insert(&share.filter).index();

@@ -199,6 +199,11 @@ impl LocalSubs {
         self.trie.len()
     }
 
+    /// Some filter with a local subscriber matches `topic`.
+    pub fn any_match(&self, topic: &str, matches: &mut Matches) -> bool {
+        any_match(&self.trie, topic, matches)
+    }
+
     /// Appends every (session, options) whose filter matches `topic`.
     pub fn collect(&self, topic: &str, matches: &mut Matches, out: &mut Vec<(ClientKey, SubOpts)>) {
         self.trie.matches(topic, matches);
@@ -258,6 +263,11 @@ impl Routes {
         }
     }
 
+    /// Some other shard has a subscriber of a filter matching `topic`.
+    pub fn any_match(&self, topic: &str, matches: &mut Matches) -> bool {
+        any_match(&self.trie, topic, matches)
+    }
+
     /// The other shards with a subscriber of some filter matching `topic`, each once.
     pub fn matching_shards(&self, topic: &str, matches: &mut Matches, out: &mut Vec<ShardId>) {
         if self.trie.is_empty() {
@@ -279,6 +289,16 @@ impl Routes {
             }
         }
     }
+}
+
+/// Some filter of `trie` matches `topic` (a filter stays in these tries only while it has a
+/// subscriber).
+pub(super) fn any_match(trie: &TopicTrie, topic: &str, matches: &mut Matches) -> bool {
+    if trie.is_empty() {
+        return false;
+    }
+    trie.matches(topic, matches);
+    !matches.ids().is_empty()
 }
 
 /// SUBACKs held until every other shard has applied this shard's RouteAdds: a client on another
@@ -825,10 +845,11 @@ impl Broker {
             qos: opts.qos,
             subscription_id: opts.subscription_id,
         };
-        let shards: Vec<ShardId> = if has_wildcards(&filter) {
-            (0..self.nr_shards).collect()
+        let shards = if has_wildcards(&filter) {
+            0..self.nr_shards
         } else {
-            vec![retain_shard(&filter, self.nr_shards)]
+            let dest = retain_shard(&filter, self.nr_shards);
+            dest..dest + 1
         };
         for dest in shards {
             let q = RetainedQuery {
