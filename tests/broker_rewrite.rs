@@ -244,8 +244,9 @@ qos = 0
 topic = "bad/#/${clientid}"
 "#;
 
-/// Publishes QoS 0 probes to `topic` until one reaches `sub` (the auto subscription's route
-/// reaches the publisher's shard shortly after the CONNACK: no SUBACK to hold).
+/// Publishes QoS 0 probes to `topic` until one reaches `sub`. (The route is everywhere before
+/// the CONNACK, `auto_subscription_routes_reach_every_shard_before_the_connack`; the probes only
+/// make these tests independent of that.)
 fn probe(publ: &mut Raw, sub_events: &mut dyn FnMut() -> bool, topic: &str) {
     let deadline = Instant::now() + WAIT;
     while Instant::now() < deadline {
@@ -375,4 +376,29 @@ fn auto_subscribe_renders_username_host_and_port() {
         publ.publish(publish("user/bob", QoS::AtLeastOnce, 3, b"again"));
         assert_eq!(&sub.recv_publish().payload[..], b"again", "shards={shards}");
     }
+}
+
+/// An auto subscription's route is on every shard before the client's CONNACK, as a SUBACK's
+/// is: a publisher on another shard that publishes as soon as the CONNACK is out reaches the
+/// client (FEATURES.md §7: applied when the client connects). Repeated: without the
+/// wait the PUBLISH races the route across the mesh.
+#[test]
+fn auto_subscription_routes_reach_every_shard_before_the_connack() {
+    let shards = 2;
+    let broker = Broker::start_with(shards, AUTO, &[]);
+    let pid = id_on(1, shards, "race-pub");
+    let (mut publ, _) = Raw::connect(&broker, V5, &pid, true);
+    let mut missed = Vec::new();
+    for i in 0..40u16 {
+        let sid = id_on(0, shards, &format!("race{i}-sub"));
+        let (mut sub, _) = Raw::connect(&broker, V5, &sid, true);
+        let topic = format!("auto/{sid}");
+        publ.publish(publish(&topic, QoS::AtLeastOnce, i + 1, b"first"));
+        match sub.recv_publish_within(Duration::from_secs(2)) {
+            Some(p) => assert_eq!(p.topic.as_str(), topic),
+            None => missed.push(i),
+        }
+        sub.disconnect();
+    }
+    assert!(missed.is_empty(), "first messages missed: {missed:?}");
 }

@@ -65,6 +65,9 @@ pub(super) struct Conn {
     /// Made no progress for [`STALL_MAX_MS`](crate::limits::STALL_MAX_MS) while congested:
     /// deliveries to it stall nobody until it makes progress again.
     pub slow: bool,
+    /// Output held back (the CONNACK first) until the other shards have the routes of the
+    /// client's auto subscriptions ([`Broker::cork_until_routes_synced`]).
+    pub corked: bool,
     /// Bumped whenever the client shows it is consuming: it sent something, or the kernel took
     /// some of its output. Publishers stalled on it keep waiting while this moves.
     pub progress: u16,
@@ -89,6 +92,7 @@ impl Conn {
             client: None,
             dirty: false,
             slow: false,
+            corked: false,
             progress: 0,
             keepalive_secs: 0,
             held_acks: None,

@@ -160,7 +160,13 @@ impl Broker {
         let _ = now;
         self.event_connected(key);
         let peer = self.conns[id as usize].peer;
+        let epoch = self.route_sync.epoch;
         self.auto_subscribe(key, peer);
+        if self.route_sync.epoch > epoch {
+            // New routes: a client on another shard that publishes once this client has its
+            // CONNACK must find them, as after a SUBACK.
+            self.cork_until_routes_synced(id);
+        }
     }
 
     fn new_client(&mut self, id: MqttStr, v: ProtocolVersion, limits: &ClientLimits) -> ClientKey {

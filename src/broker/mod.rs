@@ -643,6 +643,8 @@ impl Broker {
     /// Takes a connection's queued output: the bytes to write and whether to close afterwards.
     pub fn take_output(&mut self, id: ConnId) -> (BytesMut, Option<CloseReason>) {
         match self.conns.get_mut(id as usize) {
+            // Held, unless the connection is closing anyway.
+            Some(c) if c.corked && c.close.is_none() => (BytesMut::new(), None),
             Some(c) => {
                 if !c.tx.is_empty() {
                     // Only asked for once the kernel took all of the previous output.

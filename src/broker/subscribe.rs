@@ -317,6 +317,9 @@ pub(super) struct RouteSync {
     pending: std::collections::VecDeque<PendingSubAck>,
     /// Numbers the held SUBACKs, for the lock replies to find theirs.
     next_seq: u64,
+    /// Connections whose output (from the CONNACK on) waits for an epoch: auto subscriptions
+    /// made at connect time, which have no SUBACK to hold. In epoch order.
+    corked: Vec<(u64, ConnId)>,
 }
 
 #[derive(Debug)]
@@ -372,6 +375,7 @@ impl RouteSync {
             requested: 0,
             pending: Default::default(),
             next_seq: 0,
+            corked: Vec::new(),
         }
     }
 
@@ -386,6 +390,54 @@ impl Broker {
         let acked = &mut self.route_sync.acked[from];
         *acked = (*acked).max(epoch);
         self.release_held_subacks();
+        self.release_corked();
+    }
+
+    /// Asks every other shard to confirm it has applied the route broadcasts up to now, unless
+    /// a confirmation of `epoch` or later is already asked for.
+    fn request_route_sync(&mut self, epoch: u64) {
+        if self.route_sync.requested < epoch {
+            let now = self.route_sync.epoch;
+            self.route_sync.requested = now;
+            self.broadcast(|| MeshMsg::RouteSync(now));
+        }
+    }
+
+    /// Holds connection `id`'s output, its CONNACK first, until the other shards have applied
+    /// the route broadcasts made so far.
+    pub(super) fn cork_until_routes_synced(&mut self, id: ConnId) {
+        let epoch = self.route_sync.epoch;
+        if let Some(c) = self.conns.get_mut(id as usize) {
+            c.corked = true;
+            self.route_sync.corked.push((epoch, id));
+            self.request_route_sync(epoch);
+        }
+    }
+
+    /// Lets out the output of the corked connections whose routes every shard has now.
+    fn release_corked(&mut self) {
+        if self.route_sync.corked.is_empty() {
+            return;
+        }
+        let synced = self.route_sync.synced(self.shard);
+        let n = self
+            .route_sync
+            .corked
+            .partition_point(|&(e, _)| e <= synced);
+        let released: Vec<_> = self.route_sync.corked.drain(..n).collect();
+        for (_, id) in released {
+            // A connection slot reused meanwhile may wait for a later epoch of its own.
+            if self.route_sync.corked.iter().any(|&(_, c)| c == id) {
+                continue;
+            }
+            if let Some(c) = self.conns.get_mut(id as usize) {
+                c.corked = false;
+                if !c.dirty {
+                    c.dirty = true;
+                    self.dirty.push(id);
+                }
+            }
+        }
     }
 
     /// Sends the held SUBACKs that are complete, in order; asks for a RouteSync the first one
@@ -402,11 +454,8 @@ impl Broker {
                 // SUBACK held now. (Asking for the front's epoch released one subscription per
                 // round trip in a burst of new filters: a connect burst held nearly all its
                 // SUBACKs at once, and the shard heaps kept that peak's pages.)
-                if self.route_sync.requested < p.epoch {
-                    let epoch = self.route_sync.epoch;
-                    self.route_sync.requested = epoch;
-                    self.broadcast(|| MeshMsg::RouteSync(epoch));
-                }
+                let epoch = p.epoch;
+                self.request_route_sync(epoch);
                 return;
             }
             let p = self.route_sync.pending.pop_front().expect("front exists");

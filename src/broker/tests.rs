@@ -220,15 +220,32 @@ fn auto_subscribe_adds_routes_like_a_subscribe_without_a_suback() {
     };
     let mut b = Broker::new(0, 2, Rc::new(settings));
     let client = id_on(0, "a");
-    // `connected` asserts the CONNACK is all the output: no SUBACK.
-    connected(&mut b, &client);
+    let id = connect_with(&mut b, connect_packet(&client));
     let want = format!("auto/{client}/5000");
+    let sent = mesh(&mut b);
     assert!(
-        mesh(&mut b)
-            .iter()
+        sent.iter()
             .any(|m| matches!(m, MeshMsg::RouteAdd(f) if **f == *want)),
         "no RouteAdd for {want}"
     );
+    // The CONNACK waits until the other shard confirms the route, as a SUBACK would.
+    let epoch = sent
+        .iter()
+        .find_map(|m| match m {
+            MeshMsg::RouteSync(e) => Some(*e),
+            _ => None,
+        })
+        .expect("a RouteSync asked for");
+    assert!(
+        output(&mut b, id).is_empty(),
+        "output before the routes are synced"
+    );
+    b.mesh_in(1, MeshMsg::RouteSyncAck(epoch), 1);
+    // Then the CONNACK alone: no SUBACK.
+    assert!(matches!(
+        output(&mut b, id).as_slice(),
+        [Packet::ConnAck(_)]
+    ));
 }
 
 #[test]
@@ -761,4 +778,11 @@ fn a_client_slot_keeps_its_rare_parts_boxed() {
     let mut b = shard0();
     connected(&mut b, &id_on(0, "plain"));
     assert!(b.clients.iter().all(|(_, c)| c.extra.is_none()));
+}
+
+#[test]
+fn a_connection_slot_stays_104_bytes() {
+    // Issue 5: every idle connection has one; the cork flag fits in the padding.
+    let n = std::mem::size_of::<super::conn::Conn>();
+    assert!(n <= 104, "size_of::<Conn>() = {n}");
 }
