@@ -210,8 +210,14 @@ mod malloc_thread_cache {
             Err(std::env::VarError::NotUnicode(_)) => return None,
         };
         let tunables = tunables_without_cache(current.as_deref())?;
+        // The executable's own path, not `/proc/self/exe`: the process name (`comm`, what `ps`,
+        // `pidof` and `pkill` see) becomes the basename of the path executed.
+        let exe = match std::env::current_exe() {
+            Ok(exe) => exe,
+            Err(e) => return Some(e),
+        };
         let mut args = std::env::args_os();
-        let mut cmd = std::process::Command::new("/proc/self/exe");
+        let mut cmd = std::process::Command::new(exe);
         if let Some(arg0) = args.next() {
             cmd.arg0(arg0);
         }

@@ -339,6 +339,8 @@ fn the_broker_runs_without_glibcs_thread_cache_unless_the_operator_sets_it() {
             std::thread::sleep(Duration::from_millis(10));
         }
         let environ = std::fs::read(format!("/proc/{}/environ", child.id())).unwrap();
+        // Still named ringmq for ps, pidof and pkill after the exec.
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap();
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(
@@ -346,6 +348,7 @@ fn the_broker_runs_without_glibcs_thread_cache_unless_the_operator_sets_it() {
             vec![want.to_string()],
             "given {given:?}: GLIBC_TUNABLES of the running broker"
         );
+        assert_eq!(comm.trim_end(), "ringmq", "process name after the exec");
     }
 }
 
