@@ -284,6 +284,55 @@ fn ack_fixtures() {
     assert_eq!(dec.decode(&mut buf), Ok(Some(Packet::PubAck(ack))));
 }
 
+/// Two-byte acknowledgements (decoded in place, without splitting a body off the buffer) back
+/// to back with other packets in one read: each decodes whole, in order, and leaves the rest —
+/// including a PUBACK cut in half by the read — where it was.
+#[test]
+fn two_byte_acks_in_one_buffer_with_other_packets() {
+    for v in [V31, V311, V5] {
+        let mut wire = BytesMut::new();
+        let want = vec![
+            Packet::PubAck(Ack::new(pid(1))),
+            Packet::PubRec(Ack::new(pid(0x0102))),
+            Packet::PubRel(Ack::new(pid(0xfffe))),
+            Packet::PubComp(Ack::new(pid(7))),
+            Packet::PingReq,
+            Packet::PubAck(Ack::new(pid(9))),
+        ];
+        for p in &want {
+            p.encode(v, &mut wire).unwrap();
+        }
+        // v5: a PUBACK with a reason code (3 bytes) takes the general path among them.
+        let with_reason =
+            Packet::PubAck(Ack::with_reason(pid(3), ReasonCode::NoMatchingSubscribers));
+        if v == V5 {
+            with_reason.encode(v, &mut wire).unwrap();
+        }
+        wire.extend_from_slice(&[0x40, 0x02, 0x00]);
+        let mut dec = Decoder::with_version(v, MAX);
+        let mut got = Vec::new();
+        while let Some(p) = dec.decode(&mut wire).unwrap() {
+            got.push(p);
+        }
+        let mut expected = want.clone();
+        if v == V5 {
+            expected.push(with_reason);
+        }
+        assert_eq!(got, expected, "{v:?}");
+        assert_eq!(
+            &wire[..],
+            &[0x40, 0x02, 0x00],
+            "{v:?}: the partial PUBACK is kept"
+        );
+        wire.extend_from_slice(&[0x05]);
+        assert_eq!(
+            dec.decode(&mut wire).unwrap(),
+            Some(Packet::PubAck(Ack::new(pid(5))))
+        );
+        assert!(wire.is_empty());
+    }
+}
+
 #[test]
 fn subscribe_fixtures() {
     // 3.1.1 §3.8.3 example payload: "a/b" QoS 1, "c/d" QoS 2.

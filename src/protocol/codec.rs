@@ -130,6 +130,11 @@ impl Decoder {
             (Some(_), PacketType::Connect) => return Err(DecodeError::SecondConnect),
             (Some(v), _) => Some(v),
         };
+        if h.remaining_len == 2 {
+            if let Some(packet) = short_ack(&h, src, version)? {
+                return Ok(Some(packet));
+            }
+        }
         src.advance(h.header_len);
         let body = src.split_to(h.remaining_len).freeze();
         let mut r = Reader::new(body);
@@ -150,6 +155,33 @@ impl Decoder {
             _ => src.len() + 1,
         }
     }
+}
+
+/// A PUBACK, PUBREC, PUBREL or PUBCOMP of two bytes (the packet id; in v5 reason 0x00 without
+/// properties, which may be left out), decoded in place: the most frequent packets a QoS 1/2
+/// subscriber sends (1.5 M a second to one shard in a fan-out), not worth splitting a body off
+/// the read buffer for. The same checks, in the same order, as the general path.
+#[inline]
+fn short_ack(
+    h: &FrameHeader,
+    src: &mut BytesMut,
+    version: Option<ProtocolVersion>,
+) -> Result<Option<Packet>, DecodeError> {
+    use PacketType::*;
+    let (Some(version), PubAck | PubRec | PubRel | PubComp) = (version, h.packet_type) else {
+        return Ok(None);
+    };
+    check_flags(h, version)?;
+    let at = h.header_len;
+    let id = super::packet_id(u16::from_be_bytes([src[at], src[at + 1]]))?;
+    src.advance(at + 2);
+    let ack = super::Ack::new(id);
+    Ok(Some(match h.packet_type {
+        PubAck => Packet::PubAck(ack),
+        PubRec => Packet::PubRec(ack),
+        PubRel => Packet::PubRel(ack),
+        _ => Packet::PubComp(ack),
+    }))
 }
 
 /// Inlined into [`Decoder::decode`] so the packet is built in the caller's result slot
