@@ -130,10 +130,10 @@ impl Decoder {
             (Some(_), PacketType::Connect) => return Err(DecodeError::SecondConnect),
             (Some(v), _) => Some(v),
         };
-        if h.remaining_len == 2 {
-            if let Some(packet) = short_ack(&h, src, version)? {
-                return Ok(Some(packet));
-            }
+        if h.remaining_len == 2
+            && let Some(packet) = short_ack(&h, src, version)?
+        {
+            return Ok(Some(packet));
         }
         src.advance(h.header_len);
         let body = src.split_to(h.remaining_len).freeze();
