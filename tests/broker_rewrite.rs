@@ -402,3 +402,26 @@ fn auto_subscription_routes_reach_every_shard_before_the_connack() {
     }
     assert!(missed.is_empty(), "first messages missed: {missed:?}");
 }
+
+/// A client that sends its CONNECT and shuts its side at once still gets its CONNACK when the
+/// CONNACK waits for an auto subscription's routes: the end of its input releases it.
+#[test]
+fn a_connect_followed_by_end_of_stream_still_gets_its_connack_with_auto_subscribe() {
+    use std::io::{Read, Write};
+    let shards = 2;
+    let broker = Broker::start_with(shards, AUTO, &[]);
+    for i in 0..10 {
+        let mut wire = bytes::BytesMut::new();
+        let c = connect_packet(V311, &format!("eof-{i}"), true);
+        Packet::Connect(Box::new(c))
+            .encode(V311, &mut wire)
+            .unwrap();
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", broker.port)).unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.write_all(&wire).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        assert_eq!(got, [0x20, 2, 0, 0], "round {i}: CONNACK, then the close");
+    }
+}

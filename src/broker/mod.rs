@@ -640,6 +640,15 @@ impl Broker {
         self.retained.len()
     }
 
+    /// The peer will send nothing more (end of stream): the connection is closed once its output
+    /// is written, so output held until the routes are synced (an auto-subscribed client's) goes now; a
+    /// client that sent its CONNECT and shut its side still gets the CONNACK.
+    pub fn input_ended(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(id as usize) {
+            c.corked = false;
+        }
+    }
+
     /// Takes a connection's queued output: the bytes to write and whether to close afterwards.
     pub fn take_output(&mut self, id: ConnId) -> (BytesMut, Option<CloseReason>) {
         match self.conns.get_mut(id as usize) {
