@@ -379,8 +379,8 @@ impl Shard {
                 slot.flags |= EOF;
             }
             // Nothing more will come from the peer: what the broker holds back for it goes out
-            // before the close.
-            self.with_broker(|b, _| b.input_ended(id));
+            // before the close. (A flag only: no output to collect, unlike `with_broker`.)
+            self.broker.borrow_mut().input_ended(id);
             // Written (and then closed) at the end of the round, after any output of the
             // bytes read with the end of stream.
             self.dirty.borrow_mut().push(id);
